@@ -1,0 +1,25 @@
+# The two commands: `make run` and `make test`. Both install what is missing first (scripts/setup.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup run test bench lint clean
+
+setup:
+	@VENV=$(VENV) ./scripts/setup.sh
+
+run: setup
+	$(VENV)/bin/cuecast serve $(ARGS)
+
+test: setup
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m pytest $(ARGS)
+
+bench: setup
+	$(PY) bench/run_all.py
+
+lint: setup
+	$(PY) -m ruff check src tests bench examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info

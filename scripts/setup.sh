@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what cuecast needs and is missing: Debian packages (GStreamer 1.22, its Python bindings,
+# gst-rtsp-server GIR, ffmpeg, chromium for the browser tests), then the venv with cuecast in it.
+# Idempotent: a second run finds everything present and installs nothing.
+set -euo pipefail
+
+VENV="${VENV:-.venv}"
+APT_PACKAGES=(
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+    gstreamer1.0-plugins-ugly gstreamer1.0-libav
+    python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+    gir1.2-gst-plugins-bad-1.0 gir1.2-gst-rtsp-server-1.0
+    python3-venv ffmpeg v4l-utils chromium psmisc iproute2 systemd
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+    SUDO=""
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+        SUDO="sudo"
+    fi
+    echo "setup: installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The venv sees Debian's gi (PyGObject with the Gst overrides); everything else comes from pip.
+if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "setup: creating $VENV"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+
+# Reinstall only when pyproject.toml changed since the last install.
+stamp="$VENV/.cuecast-installed"
+if [[ ! -f "$stamp" ]] || ! cmp -s pyproject.toml "$stamp"; then
+    echo "setup: installing cuecast into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
+    cp pyproject.toml "$stamp"
+fi

@@ -1,0 +1,242 @@
+"""The source side: a small GStreamer pipeline per source attempt, rebuilt on failure with backoff.
+
+Owns turning a SourceSpec into decoded I420 frames at the configured size, delivering each frame with
+its capture time to a callback, looping files at their native rate, and retrying live sources with capped
+exponential backoff. It is a separate pipeline from the outputs so that losing and rebuilding the source
+never touches a consumer (shared memory, RTSP and HTTP clients stay connected).
+
+All state changes run on the GLib main-loop thread; `on_frame` is called from a GStreamer streaming thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cuecast.config import SourceConfig
+from cuecast.gst import GLib, Gst
+from cuecast.sources import SourceError, SourceSpec, choose_v4l2_format, probe_v4l2, source_fragment
+
+log = logging.getLogger(__name__)
+
+FrameCallback = Callable[[Gst.Buffer, int], None]
+# Frames must have flowed this long before the backoff resets to its initial delay.
+HEALTHY_AFTER_S = 5.0
+
+
+@dataclass
+class SourceStatus:
+    kind: str
+    location: str
+    state: str = "stopped"  # starting | playing | retrying | ended | stopped
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    device_format: str | None = None  # what the device/decoder negotiated, e.g. "image/jpeg 1920x1080@30"
+    frames: int = 0
+    attempts: int = 0
+    last_error: str | None = None
+    next_retry_s: float | None = None
+    last_frame_mono: float | None = None
+
+
+def _hint(spec: SourceSpec, text: str) -> str:
+    low = text.lower()
+    if spec.kind == "v4l2" and "busy" in low:
+        return f"camera {spec.location} is busy: another program holds it (check `fuser {spec.location}`)"
+    if spec.kind == "v4l2" and ("cannot identify" in low or "no such" in low):
+        return f"camera {spec.location} disappeared: check the cable"
+    if spec.kind == "file" and ("could not determine type" in low or "no suitable" in low or "missing" in low):
+        return f"{spec.location} is not a video file GStreamer can decode"
+    if spec.kind in ("rtsp", "http") and ("could not" in low or "resolve" in low or "connect" in low):
+        return f"IP camera {spec.location} is unreachable: check the address, network and credentials"
+    return text
+
+
+class SourceRunner:
+    """Runs one source; rebuilds its pipeline on error with backoff; loops files."""
+
+    def __init__(self, spec: SourceSpec, cfg: SourceConfig, on_frame: FrameCallback) -> None:
+        self.spec = spec
+        self.cfg = cfg
+        self._on_frame = on_frame
+        self._pipeline: Gst.Pipeline | None = None
+        self._lock = threading.Lock()
+        self._running = False
+        self._retry_id: int | None = None
+        self._delay = cfg.reconnect.initial_delay
+        self._started_mono = 0.0
+        self.status = SourceStatus(spec.kind, spec.location)
+        self.first_result = threading.Event()  # set on the first frame or the first error
+        self.first_error: str | None = None
+
+    # -- public, any thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+        GLib.idle_add(self._connect)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._running = False
+            retry, self._retry_id = self._retry_id, None
+            pipeline, self._pipeline = self._pipeline, None
+        if retry is not None:
+            GLib.source_remove(retry)
+        if pipeline is not None:
+            pipeline.set_state(Gst.State.NULL)
+            pipeline.get_bus().remove_signal_watch()
+        self.status.state = "stopped"
+
+    # -- GLib thread ---------------------------------------------------------------------------------
+
+    def _description(self) -> str:
+        c = self.cfg
+        fmt = c.format
+        if self.spec.kind == "v4l2" and fmt == "auto":
+            fmt = choose_v4l2_format(probe_v4l2(self.spec.location), c.width, c.height, c.fps)
+            self.status.device_format = fmt
+        head = source_fragment(self.spec, c.width, c.height, c.fps, fmt)
+        sync = "true" if self.spec.kind == "file" else "false"  # files play at their native rate
+        return (
+            f"{head} ! videoconvert ! videoscale "
+            f"! video/x-raw,format=I420,width={c.width},height={c.height},pixel-aspect-ratio=1/1 "
+            f"! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync={sync} qos=false"
+        )
+
+    def _connect(self) -> bool:
+        self._retry_id = None
+        if not self._running:
+            return False
+        self.status.attempts += 1
+        self.status.state = "starting"
+        self.status.next_retry_s = None
+        try:
+            desc = self._description()
+            pipeline = Gst.parse_launch(desc)
+        except (SourceError, GLib.Error) as e:
+            self._failed(str(e))
+            return False
+        assert isinstance(pipeline, Gst.Pipeline)
+        sink = pipeline.get_by_name("cuecast_sink")
+        sink.connect("new-sample", self._on_sample)
+        bus = pipeline.get_bus()
+        bus.add_signal_watch()
+        bus.connect("message", self._on_message)
+        with self._lock:
+            if not self._running:
+                pipeline.set_state(Gst.State.NULL)
+                return False
+            self._pipeline = pipeline
+        log.info("source %s: connecting (attempt %d)", self.spec.describe(), self.status.attempts)
+        self._started_mono = time.monotonic()
+        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            # The ERROR message on the bus carries the reason; it arrives next and triggers the retry.
+            log.debug("source %s: state change to PLAYING failed", self.spec.describe())
+        return False
+
+    def _teardown(self) -> None:
+        with self._lock:
+            pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.set_state(Gst.State.NULL)
+            pipeline.get_bus().remove_signal_watch()
+
+    def _failed(self, reason: str) -> None:
+        self.status.last_error = reason
+        if self.first_error is None and not self.first_result.is_set():
+            self.first_error = reason
+            self.first_result.set()
+        self._teardown()
+        if not self._running:
+            return
+        if self.status.last_frame_mono and time.monotonic() - self._started_mono > HEALTHY_AFTER_S:
+            self._delay = self.cfg.reconnect.initial_delay
+        delay = self._delay
+        self._delay = min(self._delay * 2, self.cfg.reconnect.max_delay)
+        self.status.state = "retrying"
+        self.status.next_retry_s = delay
+        log.warning("source %s: %s; retrying in %.1f s", self.spec.describe(), reason, delay)
+        self._retry_id = GLib.timeout_add(int(delay * 1000), self._connect)
+
+    def _on_message(self, _bus: Gst.Bus, msg: Gst.Message) -> None:
+        pipeline = self._pipeline
+        if pipeline is None or msg.src is None:
+            return
+        t = msg.type
+        if t == Gst.MessageType.ERROR:
+            err, dbg = msg.parse_error()
+            log.debug("source error detail: %s", dbg)
+            self._failed(_hint(self.spec, f"{err.message}"))
+        elif t == Gst.MessageType.EOS:
+            if self.spec.kind == "file" and self.cfg.loop:
+                if not pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0):
+                    self._failed("could not seek back to the start of the file to loop it")
+            elif self.spec.kind == "file":
+                log.info("source %s: end of file (source.loop is false)", self.spec.describe())
+                self._teardown()
+                self.status.state = "ended"
+            else:
+                self._failed("the stream ended")
+        elif t == Gst.MessageType.STATE_CHANGED and msg.src == pipeline:
+            _old, new, _pending = msg.parse_state_changed()
+            if new == Gst.State.PLAYING:
+                self.status.state = "playing"
+        elif t == Gst.MessageType.WARNING:
+            warn, _dbg = msg.parse_warning()
+            log.warning("source %s: %s", self.spec.describe(), warn.message)
+
+    # -- streaming thread ----------------------------------------------------------------------------
+
+    def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.EOS
+        now = time.monotonic_ns()
+        buf = sample.get_buffer()
+        capture = now
+        if self.spec.is_live and buf.pts != Gst.CLOCK_TIME_NONE and self._pipeline is not None:
+            stamped = self._pipeline.get_base_time() + buf.pts
+            if now - 1_000_000_000 < stamped <= now:  # a sane capture stamp from the source clock
+                capture = stamped
+        st = self.status
+        if st.frames == 0 or st.width is None:
+            s = sample.get_caps().get_structure(0)
+            st.width = s.get_int("width")[1]
+            st.height = s.get_int("height")[1]
+            ok, num, den = s.get_fraction("framerate")
+            st.fps = num / den if ok and den else None
+            self._log_negotiated()
+        st.frames += 1
+        st.last_frame_mono = time.monotonic()
+        if not self.first_result.is_set():
+            self.first_result.set()
+        self._on_frame(buf, capture)
+        return Gst.FlowReturn.OK
+
+    def _log_negotiated(self) -> None:
+        pipeline = self._pipeline
+        detail = ""
+        if pipeline is not None:
+            it = pipeline.iterate_sources()
+            while True:
+                res, el = it.next()
+                if res != Gst.IteratorResult.OK:
+                    break
+                pad = el.get_static_pad("src")
+                caps = pad.get_current_caps() if pad else None
+                if caps is not None:
+                    detail = caps.to_string()
+                    break
+        if detail:
+            self.status.device_format = detail
+        log.info(
+            "source %s: playing, %sx%s @ %s fps%s", self.spec.describe(), self.status.width,
+            self.status.height, self.status.fps, f" (source gives {detail})" if detail else "",
+        )

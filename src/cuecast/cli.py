@@ -1,0 +1,220 @@
+"""Command line: `cuecast serve | check-config | consume`.
+
+Owns argument parsing, logging set-up, signal handling for the service, and exit codes:
+0 success, 1 runtime failure, 2 bad input (config, source, arguments) with a one-paragraph message and no
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cuecast import __version__
+from cuecast.config import ConfigError, dump_config, load_config
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+FIRST_RESULT_TIMEOUT_S = 10.0
+
+log = logging.getLogger("cuecast")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The CLI flags that override config keys."""
+    o: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            o.setdefault(section, {})[key] = value
+
+    put("source", "uri", getattr(args, "source", None))
+    put("source", "width", getattr(args, "width", None))
+    put("source", "height", getattr(args, "height", None))
+    put("source", "fps", getattr(args, "fps", None))
+    put("shm", "socket", getattr(args, "shm_socket", None))
+    put("log", "level", getattr(args, "log_level", None))
+    put("log", "format", getattr(args, "log_format", None))
+    return o
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"cuecast: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as e:
+        return _fail(str(e))
+    cfg = loaded.config
+    setup_logging(cfg.log.level, cfg.log.format)
+    from cuecast.service import Service, StartupError  # GStreamer only for commands that need it
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    service = Service(cfg, loaded.path)
+    try:
+        service.start()
+    except StartupError as e:
+        return _fail(str(e))
+    try:
+        error = service.wait_first_result(FIRST_RESULT_TIMEOUT_S)
+        if error and service.spec is not None and service.spec.kind == "file":
+            service.stop()
+            return _fail(f"source {service.spec.location}: {error}")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        service.stop()
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.file, overrides=_overrides(args))
+    except ConfigError as e:
+        return _fail(str(e))
+    from cuecast.sources import SourceError, parse_source
+
+    try:
+        spec = parse_source(loaded.config.source.uri)
+    except SourceError as e:
+        return _fail(f"source.uri: {e}")
+    origin = loaded.path or "built-in defaults"
+    print(f"# effective configuration from {origin}; source resolves to {spec.describe()}")
+    print(dump_config(loaded.config), end="")
+    return EXIT_OK
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level or "WARNING")
+    from cuecast.consumer import GStreamerFrameConsumer
+
+    socket_path = args.socket
+    if socket_path is None:
+        try:
+            socket_path = load_config(args.config).config.shm.socket
+        except ConfigError as e:
+            return _fail(str(e))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    total = 0
+    window: list[float] = []
+    window_frames = 0
+    t_report = time.monotonic()
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    print(f"waiting for frames on {socket_path} ...", flush=True)
+    with GStreamerFrameConsumer(socket_path) as consumer:
+        while not stop.is_set():
+            got = consumer.read(timeout=0.2)
+            now = time.monotonic()
+            if got is not None:
+                frame, info = got
+                total += 1
+                window_frames += 1
+                window.append((consumer.last_received_ns - info.capture_ns) / 1e6)
+                if args.frames and total >= args.frames:
+                    print(f"received {total} frames, {frame.shape[1]}x{frame.shape[0]}", flush=True)
+                    return EXIT_OK
+            if now - t_report >= 1.0:
+                fps = window_frames / (now - t_report)
+                size = f"{frame.shape[1]}x{frame.shape[0]}" if total else "-"
+                lat = (f"latency p50 {_percentile(window, 50):.1f} ms p99 {_percentile(window, 99):.1f} ms"
+                       if window else "latency -")
+                state = "connected" if consumer.connected else "waiting for producer"
+                print(f"frames {total}  fps {fps:.1f}  size {size}  {lat}  ({state})", flush=True)
+                window, window_frames, t_report = [], 0, now
+            if deadline and now > deadline:
+                return _fail(f"timed out after {args.timeout} s with {total} frames", EXIT_FAILURE)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cuecast", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"cuecast {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--source", help="auto | demo | test:PATTERN | v4l2:///dev/videoN | FILE | rtsp:// | http://")
+        sp.add_argument("--width", type=int)
+        sp.add_argument("--height", type=int)
+        sp.add_argument("--fps", type=int)
+        sp.add_argument("--shm-socket", dest="shm_socket", type=Path)
+        sp.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        type=str.upper)
+        sp.add_argument("--log-format", dest="log_format", choices=["text", "json"])
+
+    serve = sub.add_parser("serve", help="run the streaming service")
+    serve.add_argument("--config", type=Path, help="YAML config (default: $CUECAST_CONFIG, /etc/cuecast/cuecast.yaml)")
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and print the effective config")
+    check.add_argument("file", nargs="?", type=Path)
+    common(check)
+    check.set_defaults(func=cmd_check_config)
+
+    consume = sub.add_parser("consume", help="read frames from shared memory like the vision backend does")
+    consume.add_argument("--socket", type=Path, help="default: shm.socket from the config")
+    consume.add_argument("--config", type=Path)
+    consume.add_argument("--frames", type=int, help="exit 0 after N frames")
+    consume.add_argument("--timeout", type=float, help="give up (exit 1) after this many seconds")
+    consume.add_argument("--log-level", dest="log_level", type=str.upper)
+    consume.set_defaults(func=cmd_consume)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

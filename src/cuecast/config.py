@@ -1,0 +1,262 @@
+"""Typed configuration: YAML file + CUECAST_* environment + CLI flags, validated at the edge.
+
+Owns the config model (pydantic, unknown keys rejected, every number bounded), the search order for the
+config file, and error messages that name the offending key path and, where known, the YAML line.
+Needs no GStreamer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "CUECAST_"
+ENV_CONFIG = "CUECAST_CONFIG"
+SYSTEM_CONFIG = Path("/etc/cuecast/cuecast.yaml")
+
+
+class ConfigError(Exception):
+    """A configuration problem a person can fix; the message names the key and the fix."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ReconnectConfig(_Model):
+    """Backoff for a source that fails or drops: first retry after `initial_delay`, doubling up to `max_delay`."""
+
+    initial_delay: float = Field(0.5, ge=0.05, le=60)
+    max_delay: float = Field(10.0, ge=0.1, le=600)
+
+
+class SourceConfig(_Model):
+    """Where frames come from and the size/rate of the main path."""
+
+    uri: str = Field(
+        "auto",
+        description="auto | demo | test:PATTERN | v4l2:///dev/videoN | FILE | file://FILE | rtsp://.. | http(s)://..",
+    )
+    width: int = Field(1920, ge=64, le=7680)
+    height: int = Field(1080, ge=48, le=4320)
+    fps: int = Field(30, ge=1, le=120)
+    format: Literal["auto", "MJPG", "YUYV", "raw"] = "auto"
+    loop: bool = True
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("width")
+    @classmethod
+    def _even_width(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError(f"width {v} must be a multiple of 8 (I420 planes need aligned rows)")
+        return v
+
+    @field_validator("height")
+    @classmethod
+    def _even_height(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"height {v} must be even (I420 chroma is half height)")
+        return v
+
+
+class ShmConfig(_Model):
+    """Raw BGR frames in shared memory for the vision backend."""
+
+    enabled: bool = True
+    socket: Path = Path("/tmp/camera-backend")
+    width: int | None = Field(None, ge=64, le=7680, description="default: the source width")
+    height: int | None = Field(None, ge=48, le=4320, description="default: the source height")
+    group: str | None = Field(None, description="group owning the socket and segments (mode 0660)")
+    buffers: int = Field(6, ge=2, le=32, description="frames of room in the shared-memory area")
+
+
+class ControlsConfig(_Model):
+    """Picture controls, the videobalance ranges."""
+
+    brightness: float = Field(0.0, ge=-1.0, le=1.0)
+    contrast: float = Field(1.0, ge=0.0, le=2.0)
+    saturation: float = Field(1.0, ge=0.0, le=2.0)
+    hue: float = Field(0.0, ge=-1.0, le=1.0)
+
+
+class LogConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class Config(_Model):
+    """The whole service configuration."""
+
+    source: SourceConfig = SourceConfig()
+    shm: ShmConfig = ShmConfig()
+    controls: ControlsConfig = ControlsConfig()
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _shm_size_pair(self) -> Config:
+        if (self.shm.width is None) != (self.shm.height is None):
+            raise ValueError("shm.width and shm.height must be set together (or both left out)")
+        return self
+
+    @property
+    def shm_size(self) -> tuple[int, int]:
+        if self.shm.width is not None and self.shm.height is not None:
+            return self.shm.width, self.shm.height
+        return self.source.width, self.source.height
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    path: Path | None  # the file it came from, None for built-in defaults
+
+
+def find_config_file(cli_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """Search order: --config, $CUECAST_CONFIG, /etc/cuecast/cuecast.yaml, else built-in defaults."""
+    if cli_path:
+        return Path(cli_path)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    if SYSTEM_CONFIG.is_file():
+        return SYSTEM_CONFIG
+    return None
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _format_errors(err: ValidationError, origin: str, lines: Mapping[tuple[str, ...], int]) -> str:
+    msgs = []
+    for e in err.errors():
+        path = tuple(str(p) for p in e["loc"])
+        key = ".".join(path) or "(top level)"
+        where = ""
+        for n in range(len(path), 0, -1):
+            if path[:n] in lines:
+                where = f" (line {lines[path[:n]]})"
+                break
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against config/cuecast.example.yaml"
+        elif "input" in e and e["type"] not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        msgs.append(f"  {key}{where}: {msg}")
+    return f"invalid configuration in {origin}:\n" + "\n".join(msgs)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML:{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (source:, shm:, ...)")
+    return data, _line_index(text)
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {'.'.join(path)} cannot be set, {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """CUECAST_<SECTION>__<KEY>=value -> {section: {key: value}}; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if len(path) < 2 or not all(path):
+            raise ConfigError(
+                f"environment variable {name}: expected CUECAST_<SECTION>__<KEY>, e.g. CUECAST_SOURCE__URI"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        _set_path(out, path, value, f"environment variable {name}")
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(result.get(k), dict):
+            result[k] = _merge(result[k], v)
+        else:
+            result[k] = v
+    return result
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """File (searched as documented) < environment < CLI overrides; raises ConfigError naming the key."""
+    env = os.environ if env is None else env
+    file = find_config_file(path, env)
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    origin = "built-in defaults"
+    if file is not None:
+        data, lines = _read_yaml(file)
+        origin = str(file)
+    env_data = env_overrides(env)
+    if env_data:
+        origin += " + CUECAST_* environment"
+    merged = _merge(_merge(data, env_data), overrides or {})
+    try:
+        cfg = Config.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin, lines)) from None
+    return LoadedConfig(cfg, file)
+
+
+def dump_config(cfg: Config) -> str:
+    """The effective configuration as YAML (what check-config prints)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Outputs hanging off the tee: shared memory (more to come: RTSP, MJPEG)."""

@@ -1,0 +1,217 @@
+"""The one output pipeline: appsrc -> [fisheye slot] -> videobalance -> tee -> one leaky branch per output.
+
+Owns frame bookkeeping (sequence number and capture time per frame), the picture controls, the tee and
+the branch contract, and the pipeline's bus (an error restarts the output pipeline). Frames enter from
+the source side (capture.py) through `push`, so a source that fails never takes the outputs down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from cuecast.config import ControlsConfig
+from cuecast.gst import GLib, Gst
+
+log = logging.getLogger(__name__)
+
+# Every branch starts with this queue: it drops the oldest frame instead of blocking the tee, so a slow
+# or stalled output can never hold back another output or the capture.
+LEAKY_QUEUE = "queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0"
+# How many frames' metadata we remember (frames older than this have left every branch).
+META_HISTORY = 256
+RESTART_DELAY_S = 1.0
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    seq: int
+    capture_ns: int  # CLOCK_MONOTONIC
+    capture_wall_ns: int
+    placeholder: bool
+
+
+class Branch(Protocol):
+    """An output hanging off the tee."""
+
+    name: str
+
+    def fragment(self) -> str:
+        """Elements after the branch's leaky queue (gst-launch syntax)."""
+        ...
+
+    def extra(self) -> str:
+        """Further unlinked chains this output needs in the pipeline ('' for none)."""
+        ...
+
+    def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
+        """Connect to the elements once the pipeline is built (before PLAYING)."""
+        ...
+
+    def started(self) -> None:
+        """Called once the pipeline is PLAYING."""
+        ...
+
+    def stopped(self) -> None:
+        """Called after the pipeline reached NULL: release OS resources."""
+        ...
+
+
+class CapturePipeline:
+    """The output pipeline. `push` from any thread; `start`/`stop` from the control thread."""
+
+    def __init__(
+        self, width: int, height: int, fps: int, branches: list[Branch], controls: ControlsConfig
+    ) -> None:
+        self.width, self.height, self.fps = width, height, fps
+        self.branches = branches
+        self.controls = controls
+        self._pipeline: Gst.Pipeline | None = None
+        self._appsrc: Gst.Element | None = None
+        self._balance: Gst.Element | None = None
+        self._meta: OrderedDict[int, FrameMeta] = OrderedDict()
+        self._meta_lock = threading.Lock()
+        self._seq = 0
+        self._last_pts = -1
+        self._running = False
+        self._restart_id: int | None = None
+        self.frames_in = 0
+        self.restarts = 0
+        self.last_error: str | None = None
+
+    def caps(self) -> str:
+        return f"video/x-raw,format=I420,width={self.width},height={self.height},framerate={self.fps}/1"
+
+    def description(self) -> str:
+        parts = [
+            f"appsrc name=cuecast_src is-live=true format=time do-timestamp=false block=false "
+            f"max-buffers=2 leaky-type=downstream caps={self.caps()} "
+            "! videobalance name=cuecast_balance ! tee name=cuecast_tee allow-not-linked=true"
+        ]
+        for b in self.branches:
+            parts.append(f"cuecast_tee. ! {LEAKY_QUEUE} name=q_{b.name} ! {b.fragment()}")
+            if b.extra():
+                parts.append(b.extra())
+        return "  ".join(parts)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._build()
+
+    def _build(self) -> None:
+        pipeline = Gst.parse_launch(self.description())
+        assert isinstance(pipeline, Gst.Pipeline)
+        self._appsrc = pipeline.get_by_name("cuecast_src")
+        self._balance = pipeline.get_by_name("cuecast_balance")
+        self.apply_controls(self.controls)
+        for b in self.branches:
+            b.attach(pipeline, self)
+        bus = pipeline.get_bus()
+        bus.add_signal_watch()
+        bus.connect("message", self._on_message)
+        self._pipeline = pipeline
+        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            err = self._pop_error(pipeline) or "the output pipeline failed to start"
+            self._teardown()
+            raise RuntimeError(err)
+        for b in self.branches:
+            b.started()
+
+    @staticmethod
+    def _pop_error(pipeline: Gst.Pipeline) -> str | None:
+        msg = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
+        if msg is None:
+            return None
+        err, _dbg = msg.parse_error()
+        return f"{msg.src.get_name() if msg.src else '?'}: {err.message}"
+
+    def _teardown(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        self._appsrc = None
+        if pipeline is not None:
+            pipeline.set_state(Gst.State.NULL)
+            pipeline.get_bus().remove_signal_watch()
+        for b in reversed(self.branches):
+            b.stopped()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._restart_id is not None:
+            GLib.source_remove(self._restart_id)
+            self._restart_id = None
+        self._teardown()
+
+    def _on_message(self, _bus: Gst.Bus, msg: Gst.Message) -> None:
+        if msg.type == Gst.MessageType.ERROR and self._pipeline is not None:
+            err, dbg = msg.parse_error()
+            name = msg.src.get_name() if msg.src else "?"
+            self.last_error = f"{name}: {err.message}"
+            log.error("output pipeline error in %s: %s; restarting outputs in %.0f s", name, err.message,
+                      RESTART_DELAY_S)
+            log.debug("detail: %s", dbg)
+            self._teardown()
+            if self._running and self._restart_id is None:
+                self._restart_id = GLib.timeout_add(int(RESTART_DELAY_S * 1000), self._restart)
+        elif msg.type == Gst.MessageType.WARNING:
+            warn, _dbg = msg.parse_warning()
+            log.warning("output pipeline: %s", warn.message)
+
+    def _restart(self) -> bool:
+        self._restart_id = None
+        if not self._running:
+            return False
+        self.restarts += 1
+        try:
+            self._build()
+        except (RuntimeError, GLib.Error) as e:
+            log.error("output pipeline restart failed: %s", e)
+            self._restart_id = GLib.timeout_add(int(RESTART_DELAY_S * 1000), self._restart)
+        return False
+
+    # -- frames --------------------------------------------------------------------------------------
+
+    def push(self, buf: Gst.Buffer, capture_ns: int, placeholder: bool = False) -> None:
+        """Feed one I420 frame (any thread). Stamps it with our sequence number and running time."""
+        pipeline, appsrc = self._pipeline, self._appsrc
+        if pipeline is None or appsrc is None:
+            return
+        out = buf.copy()  # shallow: shares the memory, lets us set our own timestamps
+        now = pipeline.get_clock().get_time() if pipeline.get_clock() else 0
+        pts = max(now - pipeline.get_base_time(), self._last_pts + 1)
+        self._last_pts = pts
+        self._seq += 1
+        out.pts = pts
+        out.dts = Gst.CLOCK_TIME_NONE
+        out.duration = Gst.SECOND // self.fps
+        out.offset = self._seq
+        wall = time.time_ns() - (time.monotonic_ns() - capture_ns)
+        meta = FrameMeta(self._seq, capture_ns, wall, placeholder)
+        with self._meta_lock:
+            self._meta[self._seq] = meta
+            while len(self._meta) > META_HISTORY:
+                self._meta.popitem(last=False)
+        self.frames_in += 1
+        appsrc.emit("push-buffer", out)
+
+    def frame_meta(self, buf: Gst.Buffer) -> FrameMeta | None:
+        with self._meta_lock:
+            return self._meta.get(buf.offset)
+
+    # -- controls ------------------------------------------------------------------------------------
+
+    def apply_controls(self, controls: ControlsConfig) -> None:
+        """Apply picture controls live (videobalance is passthrough at the defaults: zero cost)."""
+        self.controls = controls
+        bal = self._balance
+        if bal is None:
+            return
+        for name in ("brightness", "contrast", "saturation", "hue"):
+            bal.set_property(name, float(getattr(controls, name)))
