@@ -49,8 +49,8 @@ def _hint(spec: SourceSpec, text: str) -> str:
         return f"camera {spec.location} is busy: another program holds it (check `fuser {spec.location}`)"
     if spec.kind == "v4l2" and ("cannot identify" in low or "no such" in low):
         return f"camera {spec.location} disappeared: check the cable"
-    if spec.kind == "file" and ("could not determine type" in low or "no suitable" in low or "missing" in low):
-        return f"{spec.location} is not a video file GStreamer can decode"
+    if spec.kind == "file" and any(k in low for k in ("type", "text file", "decod", "plugin", "demux", "stream")):
+        return f"{spec.location} is not a video file GStreamer can decode ({text})"
     if spec.kind in ("rtsp", "http") and ("could not" in low or "resolve" in low or "connect" in low):
         return f"IP camera {spec.location} is unreachable: check the address, network and credentials"
     return text

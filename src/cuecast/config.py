@@ -133,9 +133,9 @@ def find_config_file(cli_path: str | os.PathLike[str] | None, env: Mapping[str, 
     return None
 
 
-def _line_index(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path in a YAML document to its 1-based line number."""
-    lines: dict[tuple[str, ...], int] = {}
+def _line_index(text: str) -> dict[tuple[str, ...], str]:
+    """Map each key path in a YAML document to where it is ("line N")."""
+    lines: dict[tuple[str, ...], str] = {}
     try:
         root = yaml.compose(text)
     except yaml.YAMLError:
@@ -145,7 +145,7 @@ def _line_index(text: str) -> dict[tuple[str, ...], int]:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 sub = (*path, str(key.value))
-                lines[sub] = key.start_mark.line + 1
+                lines[sub] = f"line {key.start_mark.line + 1}"
                 walk(value, sub)
 
     if root is not None:
@@ -153,7 +153,7 @@ def _line_index(text: str) -> dict[tuple[str, ...], int]:
     return lines
 
 
-def _format_errors(err: ValidationError, origin: str, lines: Mapping[tuple[str, ...], int]) -> str:
+def _format_errors(err: ValidationError, origin: str, lines: Mapping[tuple[str, ...], str]) -> str:
     msgs = []
     for e in err.errors():
         path = tuple(str(p) for p in e["loc"])
@@ -161,7 +161,7 @@ def _format_errors(err: ValidationError, origin: str, lines: Mapping[tuple[str, 
         where = ""
         for n in range(len(path), 0, -1):
             if path[:n] in lines:
-                where = f" (line {lines[path[:n]]})"
+                where = f" ({lines[path[:n]]})"
                 break
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
@@ -172,7 +172,7 @@ def _format_errors(err: ValidationError, origin: str, lines: Mapping[tuple[str, 
     return f"invalid configuration in {origin}:\n" + "\n".join(msgs)
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -241,7 +241,7 @@ def load_config(
     env = os.environ if env is None else env
     file = find_config_file(path, env)
     data: dict[str, Any] = {}
-    lines: dict[tuple[str, ...], int] = {}
+    lines: dict[tuple[str, ...], str] = {}
     origin = "built-in defaults"
     if file is not None:
         data, lines = _read_yaml(file)
@@ -249,6 +249,9 @@ def load_config(
     env_data = env_overrides(env)
     if env_data:
         origin += " + CUECAST_* environment"
+        for name in env:
+            if name.startswith(ENV_PREFIX) and name != ENV_CONFIG:
+                lines[tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__"))] = f"from {name}"
     merged = _merge(_merge(data, env_data), overrides or {})
     try:
         cfg = Config.model_validate(merged)

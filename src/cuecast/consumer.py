@@ -48,7 +48,7 @@ class GStreamerFrameConsumer:
         self._frame: np.ndarray | None = None
         self._info: FrameInfo | None = None
         self._received_ns = 0
-        self._returned_seq = -1
+        self._returned_seq = 0
         self._local_seq = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

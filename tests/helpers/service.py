@@ -1,0 +1,84 @@
+"""Start the real `cuecast serve` as a subprocess and stop it by PID (never anything else)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def start_timeout() -> float:
+    return 20.0
+
+
+class ServiceProcess:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cuecast", "serve", *args], stdout=self._log, stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_path(self, path: Path, timeout: float | None = None) -> float:
+        """Wait until `path` exists; returns the monotonic time it appeared."""
+        deadline = time.monotonic() + (timeout or start_timeout())
+        while time.monotonic() < deadline:
+            if path.exists():
+                return time.monotonic()
+            if self.proc.poll() is not None:
+                pytest.fail(f"service exited with {self.proc.returncode} before {path} appeared:\n{self.log()}")
+            time.sleep(0.02)
+        pytest.fail(f"{path} did not appear within {timeout or start_timeout()} s:\n{self.log()}")
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            time.sleep(0.05)
+        pytest.fail(f"{text!r} not in the service log within {timeout} s:\n{self.log()}")
+
+    def terminate(self, timeout: float = 5.0) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds it took)."""
+        if self.proc.poll() is not None:
+            return self.proc.returncode, 0.0
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+            pytest.fail(f"service did not exit within {timeout} s of SIGTERM:\n{self.log()}")
+        return rc, time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+
+
+def run_cli(*args: str, timeout: float = 30, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "cuecast", *args], capture_output=True, text=True, timeout=timeout, env=full_env
+    )
