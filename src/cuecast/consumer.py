@@ -26,7 +26,7 @@ from cuecast.gst import Gst
 log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 0.1  # how often to retry a missing or dead producer (resume well within 1 s)
-PULL_TIMEOUT_NS = 50 * Gst.MSECOND
+BUS_POLL_NS = 50 * Gst.MSECOND  # how quickly stop() is noticed
 
 
 class GStreamerFrameConsumer:
@@ -127,6 +127,9 @@ class GStreamerFrameConsumer:
         sink.set_property("sync", False)
         sink.set_property("max-buffers", 1)
         sink.set_property("drop", True)
+        # Frames are taken in the streaming thread as they arrive: no extra thread hop on the way.
+        sink.set_property("emit-signals", True)
+        sink.connect("new-sample", self._on_sample)
         pipeline.add(src)
         pipeline.add(sink)
         src.link(sink)
@@ -138,7 +141,7 @@ class GStreamerFrameConsumer:
             if not self.socket_path.exists():
                 self._stop.wait(self.reconnect_interval)
                 continue
-            pipeline, sink = self._build()
+            pipeline, _sink = self._build()
             if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
                 pipeline.set_state(Gst.State.NULL)
                 self._stop.wait(self.reconnect_interval)
@@ -150,10 +153,7 @@ class GStreamerFrameConsumer:
             log.info("connected to %s", self.socket_path)
             was_connected = True
             while not self._stop.is_set():
-                sample = sink.emit("try-pull-sample", PULL_TIMEOUT_NS)
-                if sample is not None:
-                    self._deliver(sample)
-                msg = bus.pop_filtered(Gst.MessageType.ERROR | Gst.MessageType.EOS)
+                msg = bus.timed_pop_filtered(BUS_POLL_NS, Gst.MessageType.ERROR | Gst.MessageType.EOS)
                 if msg is not None:
                     log.info("producer at %s went away; reconnecting", self.socket_path)
                     break
@@ -161,6 +161,12 @@ class GStreamerFrameConsumer:
             pipeline.set_state(Gst.State.NULL)
             if not self._stop.is_set():
                 self._stop.wait(self.reconnect_interval)
+
+    def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        if sample is not None:
+            self._deliver(sample)
+        return Gst.FlowReturn.OK
 
     def _deliver(self, sample: Gst.Sample) -> None:
         buf = sample.get_buffer()

@@ -125,6 +125,8 @@ class ShmOutput:
         self._gid = self._resolve_group(group)
         self._frames: CapturePipeline | None = None
         self._appsrc: Gst.Element | None = None
+        self._sink: Gst.Element | None = None
+        self._allocator: Gst.Allocator | None = None
         self._scratch: np.ndarray | None = None
         self._lock = threading.Lock()
         self.frames_sent = 0
@@ -160,6 +162,7 @@ class ShmOutput:
         self._appsrc = pipeline.get_by_name("shm_src")
         pipeline.get_by_name("shm_in").connect("new-sample", self._on_sample)
         sink = pipeline.get_by_name("shm_sink")
+        self._sink = sink
         sink.connect("client-connected", self._on_client, 1)
         sink.connect("client-disconnected", self._on_client, -1)
 
@@ -168,6 +171,7 @@ class ShmOutput:
         log.info("shm consumer %s (%d connected)", "connected" if delta > 0 else "left", self.clients)
 
     def started(self) -> None:
+        self._allocator = self._shm_allocator()
         # shmsink created the socket when it started; make it 0660 (group-shared, never world-writable).
         try:
             os.chmod(self.socket_path, SOCKET_MODE)
@@ -179,8 +183,28 @@ class ShmOutput:
             log.warning("could not set mode/group on %s: %s", self.socket_path, e)
         log.info("shared memory: %s, BGR %dx%d", self.socket_path, self.width, self.height)
 
+    def _shm_allocator(self) -> Gst.Allocator | None:
+        """shmsink's own allocator: frames written straight into the shared area, no extra copy."""
+        if self._sink is None:
+            return None
+        caps = Gst.Caps.from_string(f"video/x-raw,format=BGR,width={self.width},height={self.height}")
+        query = Gst.Query.new_allocation(caps, True)
+        if not self._sink.get_static_pad("sink").query(query) or query.get_n_allocation_params() == 0:
+            return None
+        allocator, _params = query.parse_nth_allocation_param(0)
+        return allocator
+
+    def _new_buffer(self, size: int) -> Gst.Buffer:
+        if self._allocator is not None:
+            buf = Gst.Buffer.new_allocate(self._allocator, size, None)
+            if buf is not None:  # None when the shared area is full (a consumer holds many frames)
+                return buf
+        return Gst.Buffer.new_allocate(None, size, None)
+
     def stopped(self) -> None:
         self._appsrc = None
+        self._sink = None
+        self._allocator = None
         # shmsink unlinks both on a clean stop; make sure, so nothing is left behind.
         try:
             if self.socket_path.is_socket():
@@ -204,7 +228,7 @@ class ShmOutput:
         in_w, in_h = s.get_int("width")[1], s.get_int("height")[1]
         meta = frames.frame_meta(inbuf) or FrameMeta(inbuf.offset, 0, 0, False)
         w, h = self.width, self.height
-        out = Gst.Buffer.new_allocate(None, buffer_size(w, h), None)
+        out = self._new_buffer(buffer_size(w, h))
         ok_in, mi = inbuf.map(Gst.MapFlags.READ)
         if not ok_in:
             return Gst.FlowReturn.OK

@@ -1,0 +1,81 @@
+"""Bench helpers: start the real service, sample a process's CPU and RSS, print and write tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def start_service(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "cuecast", "serve", *args], stdout=out, stderr=subprocess.STDOUT,
+                            env=env)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(path: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.02)
+
+
+def cpu_percent(pid: int, seconds: float) -> tuple[float, float]:
+    """(CPU % of one core over the window, RSS MiB at its end) for a process and its children."""
+    p = psutil.Process(pid)
+    t0 = time.monotonic()
+    c0 = p.cpu_times()
+    time.sleep(seconds)
+    c1 = p.cpu_times()
+    wall = time.monotonic() - t0
+    used = (c1.user - c0.user) + (c1.system - c0.system)
+    return 100.0 * used / wall, p.memory_info().rss / 2**20
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def spread(values: Sequence[float], fmt: str = "{:.1f}") -> str:
+    """min / median / max of repeated measurements."""
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(name: str, title: str, body: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    text = f"## {title}\n\n_measured {stamp} on {os.cpu_count()} cores_\n\n{body}\n"
+    path.write_text(text)
+    print(text, flush=True)
+    return path
