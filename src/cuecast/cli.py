@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import signal
@@ -21,7 +22,6 @@ from cuecast import __version__
 from cuecast.config import ConfigError, dump_config, load_config
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
-FIRST_RESULT_TIMEOUT_S = 10.0
 
 log = logging.getLogger("cuecast")
 
@@ -80,31 +80,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(e))
     cfg = loaded.config
     setup_logging(cfg.log.level, cfg.log.format)
-    from cuecast.service import Service, StartupError  # GStreamer only for commands that need it
+    # uvicorn logs every server start at INFO; one line per event is enough (ours).
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    from cuecast.web.server import FatalStartup, serve  # GStreamer only for commands that need it
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    service = Service(cfg, loaded.path)
     try:
-        service.start()
-    except StartupError as e:
+        asyncio.run(serve(cfg, loaded.path))
+    except FatalStartup as e:
         return _fail(str(e))
-    try:
-        error = service.wait_first_result(FIRST_RESULT_TIMEOUT_S)
-        if error and service.spec is not None and service.spec.kind == "file":
-            service.stop()
-            return _fail(f"source {service.spec.location}: {error}")
-        while not stop.wait(0.5):
-            pass
-    finally:
-        service.stop()
     return EXIT_OK
 
 

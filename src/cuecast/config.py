@@ -85,6 +85,40 @@ class ControlsConfig(_Model):
     hue: float = Field(0.0, ge=-1.0, le=1.0)
 
 
+class MjpegStreamConfig(_Model):
+    """One MJPEG quality: encoded once per frame, the same bytes to every client."""
+
+    enabled: bool = True
+    port: int | None = Field(None, ge=1, le=65535, description="its own HTTP port; None: only via the API")
+    width: int = Field(1280, ge=64, le=7680)
+    height: int = Field(720, ge=48, le=4320)
+    fps: int = Field(30, ge=1, le=120)
+    quality: int = Field(80, ge=1, le=100, description="JPEG quality")
+    max_clients: int = Field(10, ge=1, le=1000)
+
+
+def _stream(port: int | None, width: int, height: int, fps: int, max_clients: int = 10) -> MjpegStreamConfig:
+    return MjpegStreamConfig(port=port, width=width, height=height, fps=fps, max_clients=max_clients)
+
+
+class MjpegConfig(_Model):
+    """HTTP MJPEG outputs: medium on :8001, low on :8002, high (source size) through the API only."""
+
+    client_timeout: float = Field(10.0, ge=0.5, le=600, description="drop a client that reads nothing this long")
+    medium: MjpegStreamConfig = _stream(8001, 1280, 720, 30)
+    low: MjpegStreamConfig = _stream(8002, 640, 480, 15)
+    high: MjpegStreamConfig = _stream(None, 1920, 1080, 15, max_clients=3)
+
+
+class HttpConfig(_Model):
+    """The API and viewer (FastAPI), and where every HTTP server binds."""
+
+    enabled: bool = True
+    bind: str = Field("0.0.0.0", description="127.0.0.1: this machine only; 0.0.0.0: the whole LAN")
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(65536, ge=1024, le=16 * 2**20)
+
+
 class LogConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -101,12 +135,24 @@ class Config(_Model):
     source: SourceConfig = SourceConfig()
     shm: ShmConfig = ShmConfig()
     controls: ControlsConfig = ControlsConfig()
+    http: HttpConfig = HttpConfig()
+    mjpeg: MjpegConfig = MjpegConfig()
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _shm_size_pair(self) -> Config:
         if (self.shm.width is None) != (self.shm.height is None):
             raise ValueError("shm.width and shm.height must be set together (or both left out)")
+        ports: dict[int, str] = {}
+        named = [("http.port", self.http.port if self.http.enabled else None)]
+        named += [(f"mjpeg.{q}.port", getattr(self.mjpeg, q).port if getattr(self.mjpeg, q).enabled else None)
+                  for q in ("medium", "low", "high")]
+        for key, port in named:
+            if port is None:
+                continue
+            if port in ports:
+                raise ValueError(f"{key} and {ports[port]} both use port {port}")
+            ports[port] = key
         return self
 
     @property
@@ -252,12 +298,38 @@ def load_config(
         for name in env:
             if name.startswith(ENV_PREFIX) and name != ENV_CONFIG:
                 lines[tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__"))] = f"from {name}"
-    merged = _merge(_merge(data, env_data), overrides or {})
+    # Start from the full defaults so a partial section (mjpeg.low: {port: 9000}) keeps that section's
+    # own defaults (640x480@15) instead of the field defaults of its model.
+    merged = _merge(_merge(_merge(Config().model_dump(), data), env_data), overrides or {})
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, origin, lines)) from None
     return LoadedConfig(cfg, file)
+
+
+def save_controls(path: Path, controls: ControlsConfig) -> None:
+    """Write the `controls:` section into a config file, keeping its comments and everything else."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    data = rt.load(path.read_text()) if path.exists() else None
+    if data is None:
+        data = CommentedMap()
+    section = data.get("controls")
+    if not isinstance(section, dict):
+        section = CommentedMap()
+        data["controls"] = section
+    for key, value in controls.model_dump().items():
+        section[key] = value
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        rt.dump(data, f)
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.replace(tmp, path)
 
 
 def dump_config(cfg: Config) -> str:

@@ -19,12 +19,15 @@ from cuecast.gst import GLib, Gst
 
 log = logging.getLogger(__name__)
 
+# Sinks in branches must be async=false: in a live pipeline a sink that has not received a buffer yet
+# (an output nobody watches) would otherwise hold the whole pipeline in PAUSED.
 # Every branch starts with this queue: it drops the oldest frame instead of blocking the tee, so a slow
 # or stalled output can never hold back another output or the capture.
 LEAKY_QUEUE = "queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0"
 # How many frames' metadata we remember (frames older than this have left every branch).
 META_HISTORY = 256
 RESTART_DELAY_S = 1.0
+PLAYING_TIMEOUT_S = 2
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class CapturePipeline:
         self._pipeline: Gst.Pipeline | None = None
         self._appsrc: Gst.Element | None = None
         self._balance: Gst.Element | None = None
-        self._meta: OrderedDict[int, FrameMeta] = OrderedDict()
+        self._meta: OrderedDict[int, FrameMeta] = OrderedDict()  # by PTS
         self._meta_lock = threading.Lock()
         self._seq = 0
         self._last_pts = -1
@@ -122,6 +125,9 @@ class CapturePipeline:
             err = self._pop_error(pipeline) or "the output pipeline failed to start"
             self._teardown()
             raise RuntimeError(err)
+        _ret, state, _pending = pipeline.get_state(PLAYING_TIMEOUT_S * Gst.SECOND)
+        if state != Gst.State.PLAYING:
+            log.warning("output pipeline is %s, not PLAYING, after %d s", state.value_nick, PLAYING_TIMEOUT_S)
         for b in self.branches:
             b.started()
 
@@ -195,15 +201,16 @@ class CapturePipeline:
         wall = time.time_ns() - (time.monotonic_ns() - capture_ns)
         meta = FrameMeta(self._seq, capture_ns, wall, placeholder)
         with self._meta_lock:
-            self._meta[self._seq] = meta
+            self._meta[pts] = meta
             while len(self._meta) > META_HISTORY:
                 self._meta.popitem(last=False)
         self.frames_in += 1
         appsrc.emit("push-buffer", out)
 
     def frame_meta(self, buf: Gst.Buffer) -> FrameMeta | None:
+        """Metadata of a frame, found by its PTS (unique per frame, kept by scalers and encoders)."""
         with self._meta_lock:
-            return self._meta.get(buf.offset)
+            return self._meta.get(buf.pts)
 
     # -- controls ------------------------------------------------------------------------------------
 

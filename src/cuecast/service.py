@@ -18,11 +18,16 @@ from cuecast import __version__
 from cuecast.capture import SourceRunner
 from cuecast.config import Config, ControlsConfig
 from cuecast.gst import GLib, Gst
+from cuecast.outputs.mjpeg import FrameHub, MjpegOutput
 from cuecast.outputs.shm import ShmError, ShmOutput
 from cuecast.pipeline import Branch, CapturePipeline
 from cuecast.sources import SourceError, SourceSpec, check_source, parse_source
 
 log = logging.getLogger(__name__)
+
+QUALITIES = ("low", "medium", "high")
+# /healthz fails when no frame entered the pipeline for this long.
+HEALTHY_FRAME_AGE_S = 2.0
 
 
 class StartupError(Exception):
@@ -59,6 +64,15 @@ class Service:
         self.shm: ShmOutput | None = None
         self.pipeline: CapturePipeline | None = None
         self.runner: SourceRunner | None = None
+        self.hubs: dict[str, FrameHub] = {}
+        self.mjpeg: dict[str, MjpegOutput] = {}
+        for q in QUALITIES:
+            qc = getattr(cfg.mjpeg, q)
+            if qc.enabled:
+                hub = FrameHub(q, qc.max_clients)
+                self.hubs[q] = hub
+                self.mjpeg[q] = MjpegOutput(q, qc.width, qc.height, qc.fps, qc.quality, hub, cfg.source.fps)
+        self.cpu_percent = 0.0
         self.started_mono: float | None = None
         self._started = False
 
@@ -92,6 +106,7 @@ class Service:
             except ShmError as e:
                 raise StartupError(str(e)) from None
             branches.append(self.shm)
+        branches.extend(self.mjpeg.values())
         self.pipeline = CapturePipeline(cfg.source.width, cfg.source.height, cfg.source.fps, branches,
                                         cfg.controls)
         self._started = True
@@ -129,19 +144,47 @@ class Service:
         if self.pipeline is not None:
             self.pipeline.apply_controls(controls)
 
+    def healthy(self) -> bool:
+        """True while frames flow from the source into the pipeline."""
+        st = self.runner.status if self.runner else None
+        return bool(st and st.last_frame_mono and time.monotonic() - st.last_frame_mono < HEALTHY_FRAME_AGE_S)
+
     def status(self) -> dict[str, Any]:
         src = self.runner.status if self.runner else None
+        source: dict[str, Any] | None = None
+        if src is not None:
+            source = vars(src).copy()
+            last = source.pop("last_frame_mono")
+            source["last_frame_age_s"] = round(time.monotonic() - last, 3) if last else None
+            source["fps"] = round(source["fps"], 2) if source["fps"] else None
         out: dict[str, Any] = {
             "version": __version__,
+            "gstreamer": Gst.version_string(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1) if self.started_mono else 0.0,
-            "source": vars(src).copy() if src else None,
+            "cpu_percent": round(self.cpu_percent, 1),
+            "healthy": self.healthy(),
+            "source": source,
+            "pipeline": {
+                "frames_in": self.pipeline.frames_in if self.pipeline else 0,
+                "restarts": self.pipeline.restarts if self.pipeline else 0,
+                "last_error": self.pipeline.last_error if self.pipeline else None,
+            },
             "outputs": {},
         }
+        outputs = out["outputs"]
+        outputs["shm"] = {"enabled": self.shm is not None}
         if self.shm is not None:
-            out["outputs"]["shm"] = {
-                "enabled": True, "socket": str(self.shm.socket_path), "clients": self.shm.clients,
+            outputs["shm"].update({
+                "socket": str(self.shm.socket_path), "clients": self.shm.clients,
                 "frames_sent": self.shm.frames_sent, "width": self.shm.width, "height": self.shm.height,
-            }
+            })
+        for q in QUALITIES:
+            qc = getattr(self.cfg.mjpeg, q)
+            entry: dict[str, Any] = {"enabled": q in self.hubs, "port": qc.port, "width": qc.width,
+                                     "height": qc.height, "fps_configured": qc.fps, "quality": qc.quality}
+            if q in self.hubs:
+                entry.update(self.hubs[q].stats())
+            outputs[f"mjpeg_{q}"] = entry
         return out
 
 

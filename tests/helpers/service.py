@@ -82,3 +82,45 @@ def run_cli(*args: str, timeout: float = 30, env: dict[str, str] | None = None) 
     return subprocess.run(
         [sys.executable, "-m", "cuecast", *args], capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together so none is handed out twice)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def http_env(**extra: str) -> tuple[dict[str, str], dict[str, int]]:
+    """Environment putting every HTTP server on a free loopback port; returns (env, ports)."""
+    ports = dict(zip(("api", "medium", "low"), free_ports(3), strict=True))
+    env = {
+        "CUECAST_HTTP__BIND": "127.0.0.1",
+        "CUECAST_HTTP__PORT": str(ports["api"]),
+        "CUECAST_MJPEG__MEDIUM__PORT": str(ports["medium"]),
+        "CUECAST_MJPEG__LOW__PORT": str(ports["low"]),
+    }
+    env.update(extra)
+    return env, ports
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not answering 200 within {timeout} s")

@@ -102,3 +102,18 @@ def test_shm_size_must_come_in_pairs(tmp_path: Path) -> None:
         load_config(f, env={})
     f.write_text("shm:\n  width: 640\n  height: 480\n")
     assert load_config(f, env={}).config.shm_size == (640, 480)
+
+
+def test_partial_section_keeps_that_sections_defaults(tmp_path: Path) -> None:
+    """Setting only mjpeg.low.port must not turn the low stream into the medium size."""
+    f = tmp_path / "c.yaml"
+    f.write_text("mjpeg:\n  low:\n    port: 9002\n")
+    low = load_config(f, env={}).config.mjpeg.low
+    assert (low.port, low.width, low.height, low.fps) == (9002, 640, 480, 15)
+
+
+def test_two_servers_on_one_port_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("http:\n  port: 8001\n")
+    with pytest.raises(ConfigError, match="both use port 8001"):
+        load_config(f, env={})

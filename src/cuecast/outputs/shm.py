@@ -145,7 +145,7 @@ class ShmOutput:
         prepare_socket_path(self.socket_path)
 
     def fragment(self) -> str:
-        return "appsink name=shm_in emit-signals=true sync=false max-buffers=1 drop=true qos=false"
+        return "appsink name=shm_in emit-signals=true sync=false async=false max-buffers=1 drop=true qos=false"
 
     def extra(self) -> str:
         size = buffer_size(self.width, self.height)

@@ -1,0 +1,216 @@
+"""The FastAPI app on :8000: stream proxy, snapshot, status, Prometheus metrics, live controls, viewer page.
+
+Owns the HTTP contract of the API (typed, documented at /docs): qualities are an enum (422 lists the
+allowed values), controls are bounded (422 names the field), bodies are size-limited (413), and the MJPEG
+qualities are served in-process from the same hubs the MJPEG ports use (no HTTP round trip to ourselves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cuecast import __version__
+from cuecast.config import ControlsConfig, save_controls
+from cuecast.service import QUALITIES, Service
+from cuecast.web import mjpeg_http
+
+log = logging.getLogger(__name__)
+
+
+class Quality(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class ControlsUpdate(BaseModel):
+    """Any subset of the picture controls; omitted fields keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+    brightness: float | None = Field(None, ge=-1.0, le=1.0)
+    contrast: float | None = Field(None, ge=0.0, le=2.0)
+    saturation: float | None = Field(None, ge=0.0, le=2.0)
+    hue: float | None = Field(None, ge=-1.0, le=1.0)
+
+
+class ControlsResult(ControlsConfig):
+    persisted_to: str | None = Field(None, description="config file the controls were saved to, if any")
+
+
+class _AsgiResponse(Response):
+    """Lets a route hand the connection to a raw ASGI callable (the MJPEG stream)."""
+
+    def __init__(self, call: ASGIApp) -> None:
+        super().__init__()
+        self._call = call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._call(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, by Content-Length or while reading."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await mjpeg_http.send_text(send, 413, f"request body over {self.limit} bytes")
+                return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        started = False
+
+        async def tracking_send(msg: Any) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await mjpeg_http.send_text(send, 413, f"request body over {self.limit} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _StatusCollector:
+    """Prometheus view of Service.status(), read at scrape time."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Any:
+        st = self.service.status()
+        yield GaugeMetricFamily("cuecast_uptime_seconds", "Seconds since the service started", st["uptime_s"])
+        yield GaugeMetricFamily("cuecast_cpu_percent", "Process CPU, percent of one core", st["cpu_percent"])
+        yield GaugeMetricFamily("cuecast_source_up", "1 while frames flow from the source", int(st["healthy"]))
+        src = st["source"] or {}
+        yield CounterMetricFamily("cuecast_source_frames", "Frames received from the source", src.get("frames", 0))
+        yield CounterMetricFamily("cuecast_source_attempts", "Source connection attempts", src.get("attempts", 0))
+        clients = GaugeMetricFamily("cuecast_output_clients", "Connected clients", labels=["output"])
+        fps = GaugeMetricFamily("cuecast_output_fps", "Frames per second sent", labels=["output"])
+        sent = CounterMetricFamily("cuecast_output_frames_sent", "Frames sent to clients", labels=["output"])
+        dropped = CounterMetricFamily("cuecast_output_frames_dropped", "Frames skipped for slow clients",
+                                      labels=["output"])
+        nbytes = CounterMetricFamily("cuecast_output_bytes_sent", "Bytes sent to clients", labels=["output"])
+        for name, o in st["outputs"].items():
+            if not o.get("enabled"):
+                continue
+            clients.add_metric([name], o.get("clients", 0))
+            fps.add_metric([name], o.get("fps", 0.0))
+            sent.add_metric([name], o.get("frames_sent", 0))
+            dropped.add_metric([name], o.get("frames_dropped_slow_clients", 0))
+            nbytes.add_metric([name], o.get("bytes_sent", 0))
+        yield from (clients, fps, sent, dropped, nbytes)
+
+
+def create_app(service: Service) -> FastAPI:
+    cfg = service.cfg
+    app = FastAPI(title="cuecast", version=__version__,
+                  description="Camera streaming service for a billiards trainer: streams, status and controls.")
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_StatusCollector(service))
+    controls_lock = asyncio.Lock()
+
+    def hub_for(quality: Quality) -> Any:
+        hub = service.hubs.get(quality.value)
+        if hub is None:
+            raise HTTPException(404, f"quality {quality.value} is disabled in the config (mjpeg.{quality.value})")
+        return hub
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def viewer() -> HTMLResponse:
+        return HTMLResponse(files("cuecast.web").joinpath("static/viewer.html").read_text())
+
+    @app.get("/stream/video", summary="Live MJPEG stream (multipart/x-mixed-replace)",
+             responses={200: {"content": {"multipart/x-mixed-replace": {}}}, 503: {"description": "Full"}})
+    async def stream_video(quality: Quality = Quality.medium) -> Response:
+        hub = hub_for(quality)
+
+        async def call(scope: Scope, receive: Receive, send: Send) -> None:
+            await mjpeg_http.stream(hub, scope, receive, send, cfg.mjpeg.client_timeout)
+
+        return _AsgiResponse(call)
+
+    @app.get("/snapshot.jpg", summary="The newest frame as JPEG",
+             responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "No frame yet"}})
+    async def snapshot(quality: Quality = Quality.medium) -> Response:
+        hub = hub_for(quality)
+
+        async def call(scope: Scope, receive: Receive, send: Send) -> None:
+            await mjpeg_http.snapshot(hub, send)
+
+        return _AsgiResponse(call)
+
+    @app.get("/api/status", summary="Source, outputs, CPU, version")
+    async def status() -> dict[str, Any]:
+        return service.status()
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/healthz", summary="200 while frames flow, 503 otherwise")
+    async def healthz() -> JSONResponse:
+        ok = service.healthy()
+        src = service.runner.status.state if service.runner else "stopped"
+        return JSONResponse({"ok": ok, "source": src}, status_code=200 if ok else 503)
+
+    @app.get("/api/controls", response_model=ControlsConfig, summary="Picture controls")
+    async def get_controls() -> ControlsConfig:
+        return service.cfg.controls
+
+    @app.put("/api/controls", response_model=ControlsResult, summary="Change picture controls live")
+    async def put_controls(update: ControlsUpdate) -> ControlsResult:
+        async with controls_lock:
+            merged = service.cfg.controls.model_dump() | update.model_dump(exclude_none=True)
+            controls = ControlsConfig(**merged)
+            service.set_controls(controls)
+            persisted: str | None = None
+            if service.config_path is not None:
+                try:
+                    await asyncio.to_thread(save_controls, service.config_path, controls)
+                    persisted = str(service.config_path)
+                except OSError as e:
+                    log.warning("controls applied but not saved to %s: %s", service.config_path, e)
+            log.info("controls set: %s", ", ".join(f"{k}={v}" for k, v in controls.model_dump().items()))
+            return ControlsResult(**controls.model_dump(), persisted_to=persisted)
+
+    assert set(q.value for q in Quality) == set(QUALITIES)
+    return app
+
+
+def with_limits(app: FastAPI, service: Service) -> ASGIApp:
+    return BodyLimit(app, service.cfg.http.max_body_bytes)

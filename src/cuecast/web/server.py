@@ -1,0 +1,128 @@
+"""The process's main loop: the Service plus every HTTP server (uvicorn) on one asyncio loop.
+
+Owns the start order (bind every port first, so a taken port is a clear error before anything starts;
+then the service; then the servers), signal handling (SIGTERM/SIGINT stop everything within 2 s), and
+periodic chores (CPU sampling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import uvicorn
+
+from cuecast.config import Config
+from cuecast.ports import PortError, bind_tcp
+from cuecast.service import Service, StartupError
+from cuecast.web import mjpeg_http
+from cuecast.web.api import create_app, with_limits
+
+log = logging.getLogger(__name__)
+
+FIRST_RESULT_TIMEOUT_S = 10.0
+SHUTDOWN_GRACE_S = 1.0
+CPU_SAMPLE_S = 2.0
+# HTTP hardening defaults: headers over this are refused (431/400), idle keep-alive connections closed.
+MAX_HEADER_BYTES = 16 * 1024
+KEEPALIVE_S = 5
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: this process handles signals once for all servers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class FatalStartup(Exception):
+    """Bad input found at start-up: exit 2 with this message."""
+
+
+def _uvicorn(app: object, name: str) -> _Server:
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+        timeout_keep_alive=KEEPALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
+    )
+    server = _Server(config)
+    server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+    return server
+
+
+async def _cpu_sampler(service: Service) -> None:
+    proc = psutil.Process()
+    proc.cpu_percent(None)
+    while True:
+        await asyncio.sleep(CPU_SAMPLE_S)
+        service.cpu_percent = proc.cpu_percent(None)
+
+
+async def serve(cfg: Config, config_path: Path | None) -> None:
+    """Run until SIGTERM/SIGINT. Raises FatalStartup for problems a person must fix."""
+    loop = asyncio.get_running_loop()
+    service = Service(cfg, config_path)
+    for hub in service.hubs.values():
+        hub.bind(loop)
+
+    listeners: list[tuple[str, socket.socket, object]] = []
+    try:
+        if cfg.http.enabled:
+            app = with_limits(create_app(service), service)
+            listeners.append(("API", bind_tcp(cfg.http.bind, cfg.http.port, "http.port"), app))
+        for q, hub in service.hubs.items():
+            port = getattr(cfg.mjpeg, q).port
+            if port is not None:
+                sock = bind_tcp(cfg.http.bind, port, f"mjpeg.{q}.port")
+                listeners.append((f"MJPEG {q}", sock, mjpeg_http.port_app(hub, cfg.mjpeg.client_timeout)))
+    except PortError as e:
+        for _, s, _ in listeners:
+            s.close()
+        raise FatalStartup(str(e)) from None
+
+    try:
+        await asyncio.to_thread(service.start)
+    except StartupError as e:
+        for _, s, _ in listeners:
+            s.close()
+        raise FatalStartup(str(e)) from None
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda s=sig: (log.info("received %s, stopping", s.name), stop.set()))
+
+    servers: list[_Server] = []
+    tasks: list[asyncio.Task[None]] = []
+    chores = [asyncio.create_task(_cpu_sampler(service))]
+    try:
+        for name, sock, app in listeners:
+            server = _uvicorn(app, name)
+            servers.append(server)
+            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            host, port = sock.getsockname()[:2]
+            log.info("%s on http://%s:%d/", name, host, port)
+
+        error = await asyncio.to_thread(service.wait_first_result, FIRST_RESULT_TIMEOUT_S)
+        if error and service.spec is not None and service.spec.kind == "file":
+            raise FatalStartup(f"source {service.spec.location}: {error}")
+        await stop.wait()
+    finally:
+        for hub in service.hubs.values():
+            hub.close()
+        for server in servers:
+            server.should_exit = True
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S + 0.3)
+            for t in pending:
+                t.cancel()
+        for t in chores:
+            t.cancel()
+        await asyncio.to_thread(service.stop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
