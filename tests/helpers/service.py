@@ -22,6 +22,8 @@ class ServiceProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}
+        # Every service gets its own free loopback ports, so services in one test never collide.
+        full_env.update(http_env()[0])
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cuecast", "serve", *args], stdout=self._log, stderr=subprocess.STDOUT,
