@@ -16,8 +16,11 @@ import psutil
 RESULTS = Path(__file__).parent / "results"
 
 
-def start_service(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_service(*args: str, log: Path | None = None, env_extra: dict[str, str] | None = None
+                  ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}
+    env.update(env_extra or {"CUECAST_HTTP__ENABLED": "false", "CUECAST_MJPEG__MEDIUM__ENABLED": "false",
+                              "CUECAST_MJPEG__LOW__ENABLED": "false", "CUECAST_MJPEG__HIGH__ENABLED": "false"})
     out = open(log, "wb") if log else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "cuecast", "serve", *args], stdout=out, stderr=subprocess.STDOUT,
                             env=env)
@@ -79,3 +82,48 @@ def write_report(name: str, title: str, body: str) -> Path:
     path.write_text(text)
     print(text, flush=True)
     return path
+
+
+def make_mjpeg_clip(path: Path, seconds: int = 10, size: str = "1920x1080", fps: int = 30) -> Path:
+    """A camera-like 1080p30 MJPEG clip (what a USB camera delivers), made once and reused."""
+    if not path.exists():
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+             "-c:v", "mjpeg", "-q:v", "4", "-pix_fmt", "yuvj420p", str(path)],
+            check=True, timeout=300,
+        )
+    return path
+
+
+def free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def service_env(ports: list[int]) -> dict[str, str]:
+    api, medium, low = ports
+    return {"CUECAST_HTTP__BIND": "127.0.0.1", "CUECAST_HTTP__PORT": str(api),
+            "CUECAST_MJPEG__MEDIUM__PORT": str(medium), "CUECAST_MJPEG__LOW__PORT": str(low)}
+
+
+def curl_clients(url: str, n: int) -> list[subprocess.Popen[bytes]]:
+    """n real HTTP clients (curl) that read the stream and throw it away."""
+    return [subprocess.Popen(["curl", "-s", "-o", "/dev/null", url]) for _ in range(n)]
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()

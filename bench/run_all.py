@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["spine"]
+BENCHES = ["spine", "mjpeg"]
 
 
 def main() -> None:

@@ -160,6 +160,11 @@ class ShmOutput:
     def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
         self._frames = frames
         self._appsrc = pipeline.get_by_name("shm_src")
+        # No consumer connected: no colour conversion, no copy (work only for outputs somebody consumes).
+        pipeline.get_by_name(f"q_{self.name}").get_static_pad("src").add_probe(
+            Gst.PadProbeType.BUFFER,
+            lambda _pad, _info: Gst.PadProbeReturn.OK if self.clients else Gst.PadProbeReturn.DROP,
+        )
         pipeline.get_by_name("shm_in").connect("new-sample", self._on_sample)
         sink = pipeline.get_by_name("shm_sink")
         self._sink = sink
