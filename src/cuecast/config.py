@@ -110,6 +110,28 @@ class MjpegConfig(_Model):
     high: MjpegStreamConfig = _stream(None, 1920, 1080, 15, max_clients=3)
 
 
+class RtspUser(_Model):
+    name: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+
+
+class RtspConfig(_Model):
+    """H.264 over RTSP from one shared encoder that runs only while someone watches."""
+
+    enabled: bool = True
+    bind: str = Field("0.0.0.0", description="127.0.0.1: this machine only; 0.0.0.0: the whole LAN")
+    port: int = Field(8554, ge=1, le=65535)
+    mount: str = Field("/high", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    width: int | None = Field(None, ge=64, le=7680, description="default: the source width")
+    height: int | None = Field(None, ge=48, le=4320, description="default: the source height")
+    fps: int = Field(30, ge=1, le=120)
+    bitrate_kbps: int = Field(4000, ge=100, le=100_000)
+    keyframe_interval: int = Field(30, ge=1, le=600, description="frames between key frames")
+    encoder: Literal["auto", "x264", "openh264", "v4l2", "vaapi", "nvenc"] = "auto"
+    session_timeout: int = Field(60, ge=5, le=3600, description="seconds before a silent client is removed")
+    users: list[RtspUser] = Field(default_factory=list, description="basic auth; empty: no authentication")
+
+
 class HttpConfig(_Model):
     """The API and viewer (FastAPI), and where every HTTP server binds."""
 
@@ -137,14 +159,18 @@ class Config(_Model):
     controls: ControlsConfig = ControlsConfig()
     http: HttpConfig = HttpConfig()
     mjpeg: MjpegConfig = MjpegConfig()
+    rtsp: RtspConfig = RtspConfig()
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _shm_size_pair(self) -> Config:
         if (self.shm.width is None) != (self.shm.height is None):
             raise ValueError("shm.width and shm.height must be set together (or both left out)")
+        if (self.rtsp.width is None) != (self.rtsp.height is None):
+            raise ValueError("rtsp.width and rtsp.height must be set together (or both left out)")
         ports: dict[int, str] = {}
         named = [("http.port", self.http.port if self.http.enabled else None)]
+        named.append(("rtsp.port", self.rtsp.port if self.rtsp.enabled else None))
         named += [(f"mjpeg.{q}.port", getattr(self.mjpeg, q).port if getattr(self.mjpeg, q).enabled else None)
                   for q in ("medium", "low", "high")]
         for key, port in named:
@@ -159,6 +185,12 @@ class Config(_Model):
     def shm_size(self) -> tuple[int, int]:
         if self.shm.width is not None and self.shm.height is not None:
             return self.shm.width, self.shm.height
+        return self.source.width, self.source.height
+
+    @property
+    def rtsp_size(self) -> tuple[int, int]:
+        if self.rtsp.width is not None and self.rtsp.height is not None:
+            return self.rtsp.width, self.rtsp.height
         return self.source.width, self.source.height
 
 

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +63,31 @@ class Branch(Protocol):
     def stopped(self) -> None:
         """Called after the pipeline reached NULL: release OS resources."""
         ...
+
+
+class DemandGate:
+    """A pad probe for the head of a branch: drops every frame while nobody consumes the output, and
+    thins the rate to `fps` (keeping the original timestamps) so scaler and encoder work only as needed."""
+
+    def __init__(self, fps: int, source_fps: int, demand: Callable[[], bool]) -> None:
+        self.demand = demand
+        self._interval_ns = 0 if fps >= source_fps else Gst.SECOND // fps
+        self._next_pts = 0
+
+    def install(self, pipeline: Gst.Pipeline, queue_name: str) -> None:
+        pipeline.get_by_name(queue_name).get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self.probe)
+
+    def probe(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if not self.demand():
+            return Gst.PadProbeReturn.DROP
+        if self._interval_ns:
+            pts = info.get_buffer().pts
+            if pts < self._next_pts - self._interval_ns // 4:  # a quarter interval absorbs jitter
+                return Gst.PadProbeReturn.DROP
+            # Step the schedule; after a pause resync to now instead of bursting to catch up.
+            step = self._next_pts + self._interval_ns
+            self._next_pts = step if step > pts else pts + self._interval_ns
+        return Gst.PadProbeReturn.OK
 
 
 class CapturePipeline:

@@ -17,8 +17,11 @@ from typing import Any
 from cuecast import __version__
 from cuecast.capture import SourceRunner
 from cuecast.config import Config, ControlsConfig
+from cuecast.encoders import EncoderError, EncoderKind, choose
 from cuecast.gst import GLib, Gst
+from cuecast.outputs.h264 import H264Hub, H264Output
 from cuecast.outputs.mjpeg import FrameHub, MjpegOutput
+from cuecast.outputs.rtsp import RtspError, RtspServer
 from cuecast.outputs.shm import ShmError, ShmOutput
 from cuecast.pipeline import Branch, CapturePipeline
 from cuecast.sources import SourceError, SourceSpec, check_source, parse_source
@@ -72,6 +75,11 @@ class Service:
                 hub = FrameHub(q, qc.max_clients)
                 self.hubs[q] = hub
                 self.mjpeg[q] = MjpegOutput(q, qc.width, qc.height, qc.fps, qc.quality, hub, cfg.source.fps)
+        self.h264_hub = H264Hub()
+        self.h264: H264Output | None = None
+        self.rtsp: RtspServer | None = None
+        self.encoder: EncoderKind | None = None
+        self.encoder_reason = ""
         self.cpu_percent = 0.0
         self.started_mono: float | None = None
         self._started = False
@@ -107,6 +115,16 @@ class Service:
                 raise StartupError(str(e)) from None
             branches.append(self.shm)
         branches.extend(self.mjpeg.values())
+        if cfg.rtsp.enabled:
+            try:
+                self.encoder, self.encoder_reason = choose(cfg.rtsp.encoder)
+            except EncoderError as e:
+                raise StartupError(str(e)) from None
+            log.info("H.264 encoder: %s (%s)", self.encoder.element, self.encoder_reason)
+            w, h = cfg.rtsp_size
+            self.h264 = H264Output(self.encoder, w, h, cfg.rtsp.fps, cfg.rtsp.bitrate_kbps,
+                                   cfg.rtsp.keyframe_interval, cfg.source.fps, self.h264_hub)
+            branches.append(self.h264)
         self.pipeline = CapturePipeline(cfg.source.width, cfg.source.height, cfg.source.fps, branches,
                                         cfg.controls)
         self._started = True
@@ -117,6 +135,14 @@ class Service:
         except (RuntimeError, GLib.Error) as e:
             self.stop()
             raise StartupError(f"output pipeline failed to start: {e}") from None
+        if cfg.rtsp.enabled:
+            self.rtsp = RtspServer(cfg.rtsp.bind, cfg.rtsp.port, cfg.rtsp.mount, self.h264_hub,
+                                   cfg.rtsp.session_timeout, {u.name: u.password for u in cfg.rtsp.users})
+            try:
+                self.rtsp.start()
+            except RtspError as e:
+                self.stop()
+                raise StartupError(str(e)) from None
         self.runner = SourceRunner(spec, cfg.source, self.pipeline.push)
         self.runner.start()
         log.info("cuecast %s started (pid %d), source %s", __version__, os.getpid(), spec.describe())
@@ -134,6 +160,8 @@ class Service:
         self._started = False
         if self.runner is not None:
             self.runner.stop()
+        if self.rtsp is not None:
+            self.rtsp.stop()
         if self.pipeline is not None:
             self.pipeline.stop()
         self.loop.stop()
@@ -185,6 +213,18 @@ class Service:
             if q in self.hubs:
                 entry.update(self.hubs[q].stats())
             outputs[f"mjpeg_{q}"] = entry
+        rtsp: dict[str, Any] = {"enabled": self.rtsp is not None}
+        if self.rtsp is not None and self.encoder is not None:
+            hub = self.h264_hub
+            w, h = self.cfg.rtsp_size
+            rtsp.update({
+                "url": self.rtsp.url, "clients": self.rtsp.clients, "consumers": hub.subscribers,
+                "encoder": self.encoder.element, "encoder_reason": self.encoder_reason, "encoding": hub.demand,
+                "width": w, "height": h, "fps_configured": self.cfg.rtsp.fps,
+                "frames_encoded": hub.frames, "keyframes": hub.keyframes, "bytes_encoded": hub.bytes,
+                "auth": bool(self.cfg.rtsp.users),
+            })
+        outputs["rtsp"] = rtsp
         return out
 
 

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from cuecast.gst import Gst
-from cuecast.pipeline import CapturePipeline
+from cuecast.pipeline import CapturePipeline, DemandGate
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,7 @@ class MjpegOutput:
         self.width, self.height, self.fps = width, height, fps
         self.jpeg_quality = jpeg_quality
         self.hub = hub
-        self._interval_ns = 0 if fps >= source_fps else Gst.SECOND // fps
-        self._next_pts = 0
+        self._gate = DemandGate(fps, source_fps, lambda: hub.demand)
         self._frames: CapturePipeline | None = None
         self._encoder: Gst.Element | None = None
 
@@ -236,8 +235,7 @@ class MjpegOutput:
     def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
         self._frames = frames
         self._encoder = pipeline.get_by_name(f"enc_{self.name}")
-        queue = pipeline.get_by_name(f"q_{self.name}")
-        queue.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._gate)
+        self._gate.install(pipeline, f"q_{self.name}")
         pipeline.get_by_name(f"sink_{self.name}").connect("new-sample", self._on_sample)
 
     def started(self) -> None:
@@ -251,19 +249,6 @@ class MjpegOutput:
         self.jpeg_quality = quality
         if self._encoder is not None:
             self._encoder.set_property("quality", quality)
-
-    def _gate(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-        """Drop frames nobody will see (no clients) and frames above the configured rate."""
-        if not self.hub.demand:
-            return Gst.PadProbeReturn.DROP
-        if self._interval_ns:
-            pts = info.get_buffer().pts
-            if pts < self._next_pts - self._interval_ns // 4:  # a quarter interval absorbs jitter
-                return Gst.PadProbeReturn.DROP
-            # Step the schedule; after a pause resync to now instead of bursting to catch up.
-            step = self._next_pts + self._interval_ns
-            self._next_pts = step if step > pts else pts + self._interval_ns
-        return Gst.PadProbeReturn.OK
 
     def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
         sample = sink.emit("pull-sample")

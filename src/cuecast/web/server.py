@@ -81,6 +81,8 @@ async def serve(cfg: Config, config_path: Path | None) -> None:
             if port is not None:
                 sock = bind_tcp(cfg.http.bind, port, f"mjpeg.{q}.port")
                 listeners.append((f"MJPEG {q}", sock, mjpeg_http.port_app(hub, cfg.mjpeg.client_timeout)))
+        if cfg.rtsp.enabled:  # gst-rtsp-server binds it itself: check it is free first, for a clear error
+            bind_tcp(cfg.rtsp.bind, cfg.rtsp.port, "rtsp.port").close()
     except PortError as e:
         for _, s, _ in listeners:
             s.close()

@@ -1,0 +1,145 @@
+"""The one H.264 encoder of the service and its fan-out to every H.264 consumer.
+
+Owns the encode branch (gated: the encoder sees no frame while no H.264 consumer exists) and the hub
+that hands the same encoded access units to each subscriber: RTSP clients now, WebRTC viewers and publish
+targets (RTMP, RTSP RECORD) later, without a second encoder. A subscriber starts on a key frame (one is
+requested when it joins) and one that falls behind skips to the next key frame instead of queueing.
+
+Runs entirely in GStreamer threads; subscribers' `push` must not block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from cuecast.encoders import EncoderKind
+from cuecast.gst import Gst, GstVideo
+from cuecast.pipeline import CapturePipeline, DemandGate
+
+log = logging.getLogger(__name__)
+
+KEYFRAME_REREQUEST_S = 0.5  # one pending key-frame request serves every subscriber that joins meanwhile
+
+
+class H264Subscriber(Protocol):
+    name: str
+    waiting_for_key: bool
+
+    def push(self, buf: Gst.Buffer, caps: Gst.Caps) -> bool:
+        """Take one access unit; False if it could not keep up (it then waits for the next key frame)."""
+        ...
+
+
+class H264Hub:
+    """Encoded-frame fan-out (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._subs: list[H264Subscriber] = []
+        self._lock = threading.Lock()
+        self.request_keyframe: Callable[[], None] = lambda: None
+        self.caps: Gst.Caps | None = None
+        self.frames = 0
+        self.keyframes = 0
+        self.bytes = 0
+
+    @property
+    def demand(self) -> bool:
+        return bool(self._subs)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self, sub: H264Subscriber) -> None:
+        sub.waiting_for_key = True
+        with self._lock:
+            self._subs = [*self._subs, sub]
+        log.info("h264: %s joined (%d consumers)", sub.name, len(self._subs))
+        self.request_keyframe()
+
+    def unsubscribe(self, sub: H264Subscriber) -> None:
+        with self._lock:
+            self._subs = [s for s in self._subs if s is not sub]
+        log.info("h264: %s left (%d consumers)", sub.name, len(self._subs))
+
+    def publish(self, buf: Gst.Buffer, caps: Gst.Caps) -> None:
+        key = not buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
+        self.caps = caps
+        self.frames += 1
+        self.keyframes += key
+        self.bytes += buf.get_size()
+        need_key = False
+        for sub in self._subs:  # copy-on-write list: safe without the lock
+            if sub.waiting_for_key:
+                if not key:
+                    need_key = True
+                    continue
+                sub.waiting_for_key = False
+            if not sub.push(buf, caps):
+                sub.waiting_for_key = True
+                need_key = True
+        if need_key:
+            self.request_keyframe()
+
+
+class H264Output:
+    """Branch: [gate] -> videoscale -> encoder -> h264parse (SPS/PPS on every IDR) -> appsink -> hub."""
+
+    name = "h264"
+
+    def __init__(self, encoder: EncoderKind, width: int, height: int, fps: int, kbps: int, gop: int,
+                 source_fps: int, hub: H264Hub) -> None:
+        self.encoder = encoder
+        self.width, self.height, self.fps = width, height, fps
+        self.kbps, self.gop = kbps, gop
+        self.hub = hub
+        self._gate = DemandGate(fps, source_fps, lambda: hub.demand)
+        self._enc_src: Gst.Pad | None = None
+        self._key_requested = 0.0  # monotonic time of the last request still waiting for its IDR
+        hub.request_keyframe = self.request_keyframe
+
+    def fragment(self) -> str:
+        return (
+            f"videoscale ! video/x-raw,width={self.width},height={self.height},pixel-aspect-ratio=1/1 "
+            f"! {self.encoder.fragment(self.kbps, self.gop)} ! h264parse name=h264_parse config-interval=-1 "
+            "! video/x-h264,stream-format=byte-stream,alignment=au "
+            "! appsink name=h264_sink emit-signals=true sync=false async=false max-buffers=4 drop=false qos=false"
+        )
+
+    def extra(self) -> str:
+        return ""
+
+    def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
+        self._gate.install(pipeline, f"q_{self.name}")
+        self._enc_src = pipeline.get_by_name("h264_parse").get_static_pad("sink").get_peer()
+        pipeline.get_by_name("h264_sink").connect("new-sample", self._on_sample)
+
+    def started(self) -> None:
+        pass
+
+    def stopped(self) -> None:
+        self._enc_src = None
+
+    def request_keyframe(self) -> None:
+        """Ask the encoder for an IDR with SPS/PPS (a new subscriber starts cleanly on it)."""
+        pad = self._enc_src
+        now = time.monotonic()
+        if pad is None or now - self._key_requested < KEYFRAME_REREQUEST_S:
+            return
+        self._key_requested = now
+        event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
+        pad.send_event(event)
+
+    def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.OK
+        buf = sample.get_buffer()
+        if not buf.has_flags(Gst.BufferFlags.DELTA_UNIT):
+            self._key_requested = 0.0
+        self.hub.publish(buf, sample.get_caps())
+        return Gst.FlowReturn.OK
