@@ -159,6 +159,17 @@ def cmd_consume(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_encoders(_args: argparse.Namespace) -> int:
+    from cuecast.encoders import report
+
+    probes, pick = report()
+    print(f"{'encoder':<14}{'element':<15}{'kind':<10}status")
+    for p in probes:
+        print(f"{p.kind.name:<14}{p.kind.element:<15}{'hardware' if p.kind.hardware else 'software':<10}{p.detail}")
+    print(f"\nauto picks: {pick}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cuecast", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"cuecast {__version__}")
@@ -191,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--timeout", type=float, help="give up (exit 1) after this many seconds")
     consume.add_argument("--log-level", dest="log_level", type=str.upper)
     consume.set_defaults(func=cmd_consume)
+
+    enc = sub.add_parser("encoders", help="list the H.264 encoders this machine has and what auto picks")
+    enc.set_defaults(func=cmd_encoders)
     return p
 
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # A client whose media queues more than this is behind: it skips to the next key frame.
 MAX_QUEUED_BYTES = 4 * 2**20
 SESSION_CLEANUP_S = 2
+MAX_DRIFT_NS = 100 * Gst.MSECOND
 MEDIA_LAUNCH = (
     "( appsrc name=h264src is-live=true format=time do-timestamp=true block=false max-bytes=0 "
     'caps="video/x-h264,stream-format=byte-stream,alignment=au" '
@@ -47,7 +48,8 @@ class _MediaFeed:
         self.appsrc = appsrc
         self.waiting_for_key = True
         self._caps: Gst.Caps | None = None
-        self._offset: int | None = None
+        self._anchor = -1
+        self._n = 0
 
     def push(self, buf: Gst.Buffer, caps: Gst.Caps) -> bool:
         if self.appsrc.get_property("current-level-bytes") > MAX_QUEUED_BYTES:
@@ -55,17 +57,23 @@ class _MediaFeed:
         if self._caps is None or not self._caps.is_equal(caps):
             self._caps = caps
             self.appsrc.set_property("caps", caps)
-        # The media pipeline has its own clock base. Shift our timestamps into it once, keeping the
-        # encoder's frame spacing (arrival stamps would carry the encoder's jitter: a big key frame arriving
-        # late, the next frame early). Without a clock yet, appsrc's do-timestamp fills them in.
+        # Stamp in the media's own running time on a regular frame grid anchored at arrival time, like a
+        # camera: players see a steady frame rate instead of the encoder's jitter (a big key frame arriving
+        # late, the next frame right behind it). The grid re-anchors when it drifts from arrival time by more
+        # than MAX_DRIFT_NS (a skipped frame, a new base time between preroll and PLAY). Carrying our own PTS
+        # over with a fixed offset was tried first: the base-time change stalled clients.
         out = buf.copy()
         clock = self.appsrc.get_clock()
-        if clock is None or buf.pts == Gst.CLOCK_TIME_NONE:
-            out.pts = out.dts = Gst.CLOCK_TIME_NONE
+        if clock is None:
+            out.pts = out.dts = Gst.CLOCK_TIME_NONE  # not playing yet: appsrc's do-timestamp fills them in
         else:
-            if self._offset is None:
-                self._offset = clock.get_time() - self.appsrc.get_base_time() - buf.pts
-            out.pts = out.dts = max(0, buf.pts + self._offset)
+            now = clock.get_time() - self.appsrc.get_base_time()
+            step = buf.duration if buf.duration != Gst.CLOCK_TIME_NONE else Gst.SECOND // 30
+            ideal = self._anchor + self._n * step
+            if self._anchor < 0 or abs(ideal - now) > MAX_DRIFT_NS:
+                self._anchor, self._n, ideal = now, 0, now
+            self._n += 1
+            out.pts = out.dts = ideal
         self.appsrc.emit("push-buffer", out)
         return True
 
@@ -117,7 +125,7 @@ class RtspServer:
     def _setup_auth(self, server: GstRtspServer.RTSPServer, factory: GstRtspServer.RTSPMediaFactory) -> None:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
-        token.writable_structure().set_value("media.factory.role", ROLE)
+        token.set_string("media.factory.role", ROLE)  # writable_structure() gives a copy in PyGObject
         for user, password in self.users.items():
             auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
         server.set_auth(auth)
