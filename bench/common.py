@@ -20,7 +20,8 @@ def start_service(*args: str, log: Path | None = None, env_extra: dict[str, str]
                   ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}
     env.update(env_extra or {"CUECAST_HTTP__ENABLED": "false", "CUECAST_MJPEG__MEDIUM__ENABLED": "false",
-                              "CUECAST_MJPEG__LOW__ENABLED": "false", "CUECAST_MJPEG__HIGH__ENABLED": "false"})
+                              "CUECAST_MJPEG__LOW__ENABLED": "false", "CUECAST_MJPEG__HIGH__ENABLED": "false",
+                              "CUECAST_RTSP__ENABLED": "false"})
     out = open(log, "wb") if log else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "cuecast", "serve", *args], stdout=out, stderr=subprocess.STDOUT,
                             env=env)
@@ -109,9 +110,16 @@ def free_ports(n: int) -> list[int]:
 
 
 def service_env(ports: list[int]) -> dict[str, str]:
-    api, medium, low = ports
-    return {"CUECAST_HTTP__BIND": "127.0.0.1", "CUECAST_HTTP__PORT": str(api),
-            "CUECAST_MJPEG__MEDIUM__PORT": str(medium), "CUECAST_MJPEG__LOW__PORT": str(low)}
+    """Servers on the given loopback ports: api, medium, low[, rtsp]; RTSP off without a fourth port."""
+    api, medium, low = ports[:3]
+    env = {"CUECAST_HTTP__BIND": "127.0.0.1", "CUECAST_HTTP__PORT": str(api),
+           "CUECAST_MJPEG__MEDIUM__PORT": str(medium), "CUECAST_MJPEG__LOW__PORT": str(low),
+           "CUECAST_RTSP__BIND": "127.0.0.1"}
+    if len(ports) > 3:
+        env["CUECAST_RTSP__PORT"] = str(ports[3])
+    else:
+        env["CUECAST_RTSP__ENABLED"] = "false"
+    return env
 
 
 def curl_clients(url: str, n: int) -> list[subprocess.Popen[bytes]]:

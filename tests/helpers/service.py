@@ -101,13 +101,15 @@ def free_ports(n: int) -> list[int]:
 
 
 def http_env(**extra: str) -> tuple[dict[str, str], dict[str, int]]:
-    """Environment putting every HTTP server on a free loopback port; returns (env, ports)."""
-    ports = dict(zip(("api", "medium", "low"), free_ports(3), strict=True))
+    """Environment putting every server (HTTP and RTSP) on a free loopback port; returns (env, ports)."""
+    ports = dict(zip(("api", "medium", "low", "rtsp"), free_ports(4), strict=True))
     env = {
         "CUECAST_HTTP__BIND": "127.0.0.1",
         "CUECAST_HTTP__PORT": str(ports["api"]),
         "CUECAST_MJPEG__MEDIUM__PORT": str(ports["medium"]),
         "CUECAST_MJPEG__LOW__PORT": str(ports["low"]),
+        "CUECAST_RTSP__PORT": str(ports["rtsp"]),
+        "CUECAST_RTSP__BIND": "127.0.0.1",
     }
     env.update(extra)
     return env, ports

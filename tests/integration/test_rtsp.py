@@ -13,7 +13,7 @@ import cv2
 import httpx
 import pytest
 
-from tests.helpers.service import ServiceProcess, free_ports, http_env, run_cli, wait_http
+from tests.helpers.service import ServiceProcess, http_env, run_cli, wait_http
 
 DECODE_ERRORS = re.compile(r"conceal|error|non-existing|no frame|corrupt|missing picture", re.IGNORECASE)
 
@@ -29,9 +29,7 @@ class Rtsp:
 
 def start_rtsp(tmp: Path, *args: str, **env: str) -> Rtsp:
     e, ports = http_env(**env)
-    port = int(env.get("CUECAST_RTSP__PORT", 0)) or free_ports(1)[0]
-    e["CUECAST_RTSP__PORT"] = str(port)
-    e["CUECAST_RTSP__BIND"] = "127.0.0.1"
+    port = int(e["CUECAST_RTSP__PORT"])
     svc = ServiceProcess(["--source", "test:ball", "--shm-socket", str(tmp / "sock"), *args],
                          tmp / f"rtsp-{port}.log", env=e)
     api = f"http://127.0.0.1:{ports['api']}"
