@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["spine", "mjpeg"]
+BENCHES = ["spine", "mjpeg", "rtsp"]
 
 
 def main() -> None:
