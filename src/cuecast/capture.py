@@ -15,10 +15,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from cuecast.config import SourceConfig
 from cuecast.gst import GLib, Gst
 from cuecast.sources import SourceError, SourceSpec, choose_v4l2_format, probe_v4l2, source_fragment
+
+if TYPE_CHECKING:
+    from cuecast.fisheye.demo import DemoScene
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ class SourceRunner:
         self.status = SourceStatus(spec.kind, spec.location)
         self.first_result = threading.Event()  # set on the first frame or the first error
         self.first_error: str | None = None
+        self._demo: DemoScene | None = None
+        self._demo_frame = 0
 
     # -- public, any thread ------------------------------------------------------------------------
 
@@ -98,6 +106,12 @@ class SourceRunner:
 
     def _description(self) -> str:
         c = self.cfg
+        if self.spec.kind == "demo":
+            return (
+                f"appsrc name=demo_src is-live=false format=time block=true max-buffers=2 "
+                f"caps=video/x-raw,format=I420,width={c.width},height={c.height},framerate={c.fps}/1 "
+                "! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync=true qos=false"
+            )
         fmt = c.format
         if self.spec.kind == "v4l2" and fmt == "auto":
             fmt = choose_v4l2_format(probe_v4l2(self.spec.location), c.width, c.height, c.fps)
@@ -126,6 +140,10 @@ class SourceRunner:
         assert isinstance(pipeline, Gst.Pipeline)
         sink = pipeline.get_by_name("cuecast_sink")
         sink.connect("new-sample", self._on_sample)
+        demo_src = pipeline.get_by_name("demo_src")
+        if demo_src is not None:
+            self._demo_frame = 0
+            demo_src.connect("need-data", self._on_demo_need_data)
         bus = pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self._on_message)
@@ -194,6 +212,26 @@ class SourceRunner:
 
     # -- streaming thread ----------------------------------------------------------------------------
 
+    def _on_demo_need_data(self, src: Gst.Element, _length: int) -> None:
+        """Next demo frame: the pre-rendered table plus the moving balls (rendered once, then cheap)."""
+        if self._demo is None:
+            from cuecast.fisheye.demo import DemoScene  # OpenCV work only when the demo is used
+
+            self._demo = DemoScene(self.cfg.width, self.cfg.height)
+        w, h, fps = self.cfg.width, self.cfg.height, self.cfg.fps
+        buf = Gst.Buffer.new_allocate(None, w * h * 3 // 2, None)
+        ok, mi = buf.map(Gst.MapFlags.WRITE)
+        if not ok:
+            return
+        try:
+            self._demo.frame_i420(self._demo_frame, np.ndarray((h * 3 // 2, w), np.uint8, buffer=mi.data))
+        finally:
+            buf.unmap(mi)
+        buf.pts = self._demo_frame * Gst.SECOND // fps
+        buf.duration = Gst.SECOND // fps
+        self._demo_frame += 1
+        src.emit("push-buffer", buf)
+
     def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
         sample = sink.emit("pull-sample")
         if sample is None:
@@ -201,7 +239,7 @@ class SourceRunner:
         now = time.monotonic_ns()
         buf = sample.get_buffer()
         capture = now
-        if self.spec.is_live and buf.pts != Gst.CLOCK_TIME_NONE and self._pipeline is not None:
+        if buf.pts != Gst.CLOCK_TIME_NONE and self._pipeline is not None:
             stamped = self._pipeline.get_base_time() + buf.pts
             if now - 1_000_000_000 < stamped <= now:  # a sane capture stamp from the source clock
                 capture = stamped

@@ -76,6 +76,16 @@ class ShmConfig(_Model):
     buffers: int = Field(6, ge=2, le=32, description="frames of room in the shared-memory area")
 
 
+class FisheyeConfig(_Model):
+    """Fisheye correction. Without a calibration the element is not in the pipeline at all (zero cost);
+    the demo source brings its own."""
+
+    calibration: Path | None = Field(None, description="camera.yaml from `cuecast calibrate solve`")
+    balance: float | None = Field(None, ge=0.0, le=1.0, description="default: from the calibration file")
+    fov_scale: float | None = Field(None, ge=0.1, le=10.0, description="default: from the calibration file")
+    enabled: bool = True
+
+
 class ControlsConfig(_Model):
     """Picture controls, the videobalance ranges."""
 
@@ -156,6 +166,7 @@ class Config(_Model):
 
     source: SourceConfig = SourceConfig()
     shm: ShmConfig = ShmConfig()
+    fisheye: FisheyeConfig = FisheyeConfig()
     controls: ControlsConfig = ControlsConfig()
     http: HttpConfig = HttpConfig()
     mjpeg: MjpegConfig = MjpegConfig()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cuecast.config import ControlsConfig
+from cuecast.fisheye.model import FisheyeModel
 from cuecast.gst import GLib, Gst
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,17 @@ LEAKY_QUEUE = "queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-si
 META_HISTORY = 256
 RESTART_DELAY_S = 1.0
 PLAYING_TIMEOUT_S = 2
+
+
+@dataclass
+class FisheyeSetup:
+    """What the pipeline needs to put the fisheye element in its slot."""
+
+    model: FisheyeModel
+    source: str  # where the calibration came from (a path, or "built-in demo lens")
+    balance: float | None = None
+    fov_scale: float | None = None
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -94,11 +106,14 @@ class CapturePipeline:
     """The output pipeline. `push` from any thread; `start`/`stop` from the control thread."""
 
     def __init__(
-        self, width: int, height: int, fps: int, branches: list[Branch], controls: ControlsConfig
+        self, width: int, height: int, fps: int, branches: list[Branch], controls: ControlsConfig,
+        fisheye: FisheyeSetup | None = None,
     ) -> None:
         self.width, self.height, self.fps = width, height, fps
         self.branches = branches
         self.controls = controls
+        self.fisheye = fisheye
+        self._fisheye_el: Gst.Element | None = None
         self._pipeline: Gst.Pipeline | None = None
         self._appsrc: Gst.Element | None = None
         self._balance: Gst.Element | None = None
@@ -119,7 +134,8 @@ class CapturePipeline:
         parts = [
             f"appsrc name=cuecast_src is-live=true format=time do-timestamp=false block=false "
             f"max-buffers=2 leaky-type=downstream caps={self.caps()} "
-            "! videobalance name=cuecast_balance ! tee name=cuecast_tee allow-not-linked=true"
+            + ("! fisheyeundistort name=cuecast_fisheye " if self.fisheye else "")
+            + "! videobalance name=cuecast_balance ! tee name=cuecast_tee allow-not-linked=true"
         ]
         for b in self.branches:
             parts.append(f"cuecast_tee. ! {LEAKY_QUEUE} name=q_{b.name} ! {b.fragment()}")
@@ -141,6 +157,14 @@ class CapturePipeline:
         self._appsrc = pipeline.get_by_name("cuecast_src")
         self._balance = pipeline.get_by_name("cuecast_balance")
         self.apply_controls(self.controls)
+        self._fisheye_el = pipeline.get_by_name("cuecast_fisheye")
+        if self._fisheye_el is not None and self.fisheye is not None:
+            self._fisheye_el.set_model(self.fisheye.model)
+            if self.fisheye.balance is not None:
+                self._fisheye_el.set_property("balance", self.fisheye.balance)
+            if self.fisheye.fov_scale is not None:
+                self._fisheye_el.set_property("fov-scale", self.fisheye.fov_scale)
+            self._fisheye_el.set_property("enabled", self.fisheye.enabled)
         for b in self.branches:
             b.attach(pipeline, self)
         bus = pipeline.get_bus()
@@ -239,6 +263,21 @@ class CapturePipeline:
             return self._meta.get(buf.pts)
 
     # -- controls ------------------------------------------------------------------------------------
+
+    def set_fisheye_enabled(self, enabled: bool) -> bool:
+        """Switch correction on/off live (pass-through); False when there is no fisheye element."""
+        if self.fisheye is None:
+            return False
+        self.fisheye.enabled = enabled
+        if self._fisheye_el is not None:
+            self._fisheye_el.set_property("enabled", enabled)
+        return True
+
+    def fisheye_matrix(self) -> list[list[float]] | None:
+        """The corrected image's camera matrix, once the element built its maps."""
+        el = self._fisheye_el
+        maps = getattr(el, "maps", None) if el is not None else None
+        return None if maps is None else [[float(v) for v in row] for row in maps.P]
 
     def apply_controls(self, controls: ControlsConfig) -> None:
         """Apply picture controls live (videobalance is passthrough at the defaults: zero cost)."""

@@ -18,12 +18,13 @@ from cuecast import __version__
 from cuecast.capture import SourceRunner
 from cuecast.config import Config, ControlsConfig
 from cuecast.encoders import EncoderError, EncoderKind, choose
+from cuecast.fisheye.model import CalibrationError, load_model
 from cuecast.gst import GLib, Gst
 from cuecast.outputs.h264 import H264Hub, H264Output
 from cuecast.outputs.mjpeg import FrameHub, MjpegOutput
 from cuecast.outputs.rtsp import RtspError, RtspServer
 from cuecast.outputs.shm import ShmError, ShmOutput
-from cuecast.pipeline import Branch, CapturePipeline
+from cuecast.pipeline import Branch, CapturePipeline, FisheyeSetup
 from cuecast.sources import SourceError, SourceSpec, check_source, parse_source
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Service:
         self.encoder: EncoderKind | None = None
         self.encoder_reason = ""
         self.cpu_percent = 0.0
+        self.fisheye: FisheyeSetup | None = None
         self.started_mono: float | None = None
         self._started = False
 
@@ -125,8 +127,9 @@ class Service:
             self.h264 = H264Output(self.encoder, w, h, cfg.rtsp.fps, cfg.rtsp.bitrate_kbps,
                                    cfg.rtsp.keyframe_interval, cfg.source.fps, self.h264_hub)
             branches.append(self.h264)
+        self.fisheye = self._fisheye_setup(spec)
         self.pipeline = CapturePipeline(cfg.source.width, cfg.source.height, cfg.source.fps, branches,
-                                        cfg.controls)
+                                        cfg.controls, self.fisheye)
         self._started = True
         self.started_mono = time.monotonic()
         self.loop.start()
@@ -146,6 +149,27 @@ class Service:
         self.runner = SourceRunner(spec, cfg.source, self.pipeline.push)
         self.runner.start()
         log.info("cuecast %s started (pid %d), source %s", __version__, os.getpid(), spec.describe())
+
+    def _fisheye_setup(self, spec: SourceSpec) -> FisheyeSetup | None:
+        fc = self.cfg.fisheye
+        if fc.calibration is not None:
+            path, source = fc.calibration, str(fc.calibration)
+        elif spec.kind == "demo":
+            from cuecast.fisheye.demo import demo_calibration_path
+
+            path, source = demo_calibration_path(), "built-in demo lens"
+        else:
+            return None  # no calibration: the element is not in the pipeline at all
+        try:
+            model = load_model(path)
+            model.scaled_to(self.cfg.source.width, self.cfg.source.height)  # aspect check, before start
+        except CalibrationError as e:
+            raise StartupError(f"fisheye.calibration: {e}") from None
+        from cuecast.fisheye.element import register
+
+        register()
+        log.info("fisheye correction %s with %s", "on" if fc.enabled else "available (off)", source)
+        return FisheyeSetup(model, source, fc.balance, fc.fov_scale, fc.enabled)
 
     def wait_first_result(self, timeout: float) -> str | None:
         """Wait for the first frame or the first source error; returns the error text, if any."""
@@ -196,6 +220,12 @@ class Service:
                 "frames_in": self.pipeline.frames_in if self.pipeline else 0,
                 "restarts": self.pipeline.restarts if self.pipeline else 0,
                 "last_error": self.pipeline.last_error if self.pipeline else None,
+            },
+            "fisheye": {
+                "active": self.fisheye is not None,
+                "enabled": bool(self.fisheye and self.fisheye.enabled),
+                "calibration": self.fisheye.source if self.fisheye else None,
+                "camera_matrix": self.pipeline.fisheye_matrix() if self.pipeline else None,
             },
             "outputs": {},
         }

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 SourceKind = Literal["v4l2", "file", "rtsp", "http", "test", "demo"]
 
 DEFAULT_DEVICE = "/dev/video0"
-DEMO_PATTERN = "ball"
+DEMO_PATTERN = "pool-table"
 
 # videotestsrc pattern nicks (GStreamer 1.22).
 TEST_PATTERNS = (
@@ -41,8 +41,8 @@ class SourceSpec:
 
     @property
     def is_live(self) -> bool:
-        """Live sources produce in real time; files are paced by the clock and loop."""
-        return self.kind != "file"
+        """Live sources produce in real time; files and the demo are paced by the clock and loop."""
+        return self.kind not in ("file", "demo")
 
     def describe(self) -> str:
         return f"{self.kind}:{self.location}"
@@ -130,7 +130,9 @@ def v4l2_caps(fmt: str, width: int, height: int, fps: int) -> tuple[str, str]:
 
 def source_fragment(spec: SourceSpec, width: int, height: int, fps: int, fmt: str = "auto") -> str:
     """A gst-launch fragment producing decoded raw video (any format/size) for this source."""
-    if spec.kind in ("test", "demo"):
+    if spec.kind == "demo":
+        raise SourceError("the demo source is built by capture.SourceRunner (appsrc), not a launch fragment")
+    if spec.kind == "test":
         return (
             f"videotestsrc is-live=true pattern={spec.location} "
             f"! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"

@@ -23,7 +23,7 @@ from cuecast.sources import SourceError, check_source, parse_source, source_frag
         ("https://cam.local/video", "http", "https://cam.local/video"),
         ("test:smpte", "test", "smpte"),
         ("test:ball", "test", "ball"),
-        ("demo", "demo", "ball"),
+        ("demo", "demo", "pool-table"),
     ],
 )
 def test_accepted_forms(uri: str, kind: str, location: str) -> None:
