@@ -63,6 +63,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("source", "height", getattr(args, "height", None))
     put("source", "fps", getattr(args, "fps", None))
     put("shm", "socket", getattr(args, "shm_socket", None))
+    put("fisheye", "calibration", getattr(args, "calibration", None))
+    if getattr(args, "no_fisheye", False):
+        put("fisheye", "enabled", False)
     put("log", "level", getattr(args, "log_level", None))
     put("log", "format", getattr(args, "log_format", None))
     return o
@@ -170,6 +173,21 @@ def cmd_encoders(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gst_env(_args: argparse.Namespace) -> int:
+    """Shell lines that make `fisheyeundistort` usable from gst-launch-1.0 / gst-inspect-1.0."""
+    import site
+
+    import cuecast
+
+    plugin_dir = Path(cuecast.__file__).parent / "fisheye" / "gstplugin"
+    paths = [str(Path(cuecast.__file__).parent.parent), *site.getsitepackages()]
+    print(f"export GST_PLUGIN_PATH={plugin_dir}${{GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}}")
+    print(f"export PYTHONPATH={':'.join(paths)}${{PYTHONPATH:+:$PYTHONPATH}}")
+    # A failed scan is cached in the registry; keep ours apart so a fix is picked up on the next run.
+    print(f"export GST_REGISTRY={Path.home() / '.cache' / 'cuecast' / 'gst-registry.bin'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cuecast", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"cuecast {__version__}")
@@ -181,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--height", type=int)
         sp.add_argument("--fps", type=int)
         sp.add_argument("--shm-socket", dest="shm_socket", type=Path)
+        sp.add_argument("--calibration", type=Path, help="camera.yaml for fisheye correction")
+        sp.add_argument("--no-fisheye", dest="no_fisheye", action="store_true",
+                        help="start with fisheye correction switched off (pass-through)")
         sp.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper)
         sp.add_argument("--log-format", dest="log_format", choices=["text", "json"])
@@ -202,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--timeout", type=float, help="give up (exit 1) after this many seconds")
     consume.add_argument("--log-level", dest="log_level", type=str.upper)
     consume.set_defaults(func=cmd_consume)
+
+    genv = sub.add_parser("gst-env", help="print the environment for gst-launch-1.0 ... ! fisheyeundistort")
+    genv.set_defaults(func=cmd_gst_env)
 
     enc = sub.add_parser("encoders", help="list the H.264 encoders this machine has and what auto picks")
     enc.set_defaults(func=cmd_encoders)

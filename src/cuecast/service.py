@@ -164,7 +164,8 @@ class Service:
             model = load_model(path)
             model.scaled_to(self.cfg.source.width, self.cfg.source.height)  # aspect check, before start
         except CalibrationError as e:
-            raise StartupError(f"fisheye.calibration: {e}") from None
+            text = str(e) if str(path) in str(e) else f"{path}: {e}"
+            raise StartupError(f"fisheye.calibration: {text}") from None
         from cuecast.fisheye.element import register
 
         register()

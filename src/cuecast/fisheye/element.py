@@ -38,6 +38,7 @@ def _plane(mi_data: memoryview, info: GstVideo.VideoInfo, idx: int, width: int, 
 
 
 class FisheyeUndistort(GstBase.BaseTransform):
+    __gtype_name__ = "CuecastFisheyeUndistort"
     __gstmetadata__ = (
         "Fisheye undistort", "Filter/Effect/Video",
         "Corrects a fisheye (Kannala-Brandt, OpenCV cv2.fisheye) lens with remap maps built once per caps",
