@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--log-level", dest="log_level", type=str.upper)
     consume.set_defaults(func=cmd_consume)
 
+    from cuecast.calibrate_cli import add_parser as add_calibrate
+
+    add_calibrate(sub)
+
     genv = sub.add_parser("gst-env", help="print the environment for gst-launch-1.0 ... ! fisheyeundistort")
     genv.set_defaults(func=cmd_gst_env)
 
