@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["spine", "mjpeg", "rtsp"]
+BENCHES = ["spine", "mjpeg", "rtsp", "fisheye"]
 
 
 def main() -> None:

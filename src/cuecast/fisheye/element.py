@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 ELEMENT_NAME = "fisheyeundistort"
 CAPS = Gst.Caps.from_string("video/x-raw,format={I420,BGR}")
 CHROMA_BORDER = 128  # neutral chroma outside the image (black, not green)
+POOL_MIN_BUFFERS = 4
 
 
 def _plane(mi_data: memoryview, info: GstVideo.VideoInfo, idx: int, width: int, height: int,
@@ -114,6 +115,27 @@ class FisheyeUndistort(GstBase.BaseTransform):
     def _error(self, text: str) -> None:
         self.post_message(Gst.Message.new_error(
             self, GLibError(text), f"{ELEMENT_NAME}: {text}"))
+
+    def do_decide_allocation(self, query: Gst.Query) -> bool:
+        """Output buffers from a video buffer pool: reused memory instead of a fresh allocation per frame."""
+        caps, _need_pool = query.parse_allocation()
+        info = GstVideo.VideoInfo.new_from_caps(caps) if caps is not None else None
+        if info is not None:
+            pool: Gst.BufferPool | None = None
+            size, min_bufs, max_bufs = info.size, POOL_MIN_BUFFERS, 0
+            if query.get_n_allocation_pools() > 0:
+                pool, size, min_bufs, max_bufs = query.parse_nth_allocation_pool(0)
+                size = max(size, info.size)
+            if pool is None:
+                pool = GstVideo.VideoBufferPool()
+            config = pool.get_config()
+            Gst.BufferPool.config_set_params(config, caps, size, min_bufs, max_bufs)
+            pool.set_config(config)
+            if query.get_n_allocation_pools() > 0:
+                query.set_nth_allocation_pool(0, pool, size, min_bufs, max_bufs)
+            else:
+                query.add_allocation_pool(pool, size, min_bufs, max_bufs)
+        return GstBase.BaseTransform.do_decide_allocation(self, query)
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
         info = GstVideo.VideoInfo.new_from_caps(incaps)
