@@ -11,6 +11,7 @@ All state changes run on the GLib main-loop thread; `on_frame` is called from a 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +81,8 @@ class SourceRunner:
         self.first_error: str | None = None
         self._demo: DemoScene | None = None
         self._demo_frame = 0
+        self._file_id: tuple[int, int, float] | None = None
+        self._http_multipart = True  # try MJPEG-over-HTTP first; switch to plain decodebin if it is not
 
     # -- public, any thread ------------------------------------------------------------------------
 
@@ -116,7 +119,7 @@ class SourceRunner:
         if self.spec.kind == "v4l2" and fmt == "auto":
             fmt = choose_v4l2_format(probe_v4l2(self.spec.location), c.width, c.height, c.fps)
             self.status.device_format = fmt
-        head = source_fragment(self.spec, c.width, c.height, c.fps, fmt)
+        head = source_fragment(self.spec, c.width, c.height, c.fps, fmt, http_multipart=self._http_multipart)
         sync = "true" if self.spec.kind == "file" else "false"  # files play at their native rate
         return (
             f"{head} ! videoconvert ! videoscale "
@@ -153,11 +156,29 @@ class SourceRunner:
                 return False
             self._pipeline = pipeline
         log.info("source %s: connecting (attempt %d)", self.spec.describe(), self.status.attempts)
+        if self.spec.kind == "file":
+            self._file_id = self._file_identity()
         self._started_mono = time.monotonic()
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             # The ERROR message on the bus carries the reason; it arrives next and triggers the retry.
             log.debug("source %s: state change to PLAYING failed", self.spec.describe())
         return False
+
+    def _file_identity(self) -> tuple[int, int, float] | None:
+        try:
+            st = os.stat(self.spec.location)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_mtime
+
+    def _file_changed(self) -> str | None:
+        """Before looping: the file may have been deleted or replaced since it was opened."""
+        now = self._file_identity()
+        if now is None:
+            return f"file {self.spec.location} is gone or unreadable"
+        if now != self._file_id:
+            return f"file {self.spec.location} was replaced; reopening it"
+        return None
 
     def _teardown(self) -> None:
         with self._lock:
@@ -191,10 +212,17 @@ class SourceRunner:
         if t == Gst.MessageType.ERROR:
             err, dbg = msg.parse_error()
             log.debug("source error detail: %s", dbg)
+            if (self.spec.kind == "http" and self._http_multipart and msg.src is not None
+                    and "multipartdemux" in (msg.src.get_factory().get_name() if msg.src.get_factory() else "")):
+                self._http_multipart = False
+                log.info("source %s: not multipart (MJPEG); trying generic decoding", self.spec.describe())
             self._failed(_hint(self.spec, f"{err.message}"))
         elif t == Gst.MessageType.EOS:
             if self.spec.kind == "file" and self.cfg.loop:
-                if not pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0):
+                changed = self._file_changed()
+                if changed:
+                    self._failed(changed)
+                elif not pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0):
                     self._failed("could not seek back to the start of the file to loop it")
             elif self.spec.kind == "file":
                 log.info("source %s: end of file (source.loop is false)", self.spec.describe())

@@ -32,8 +32,9 @@ class _Model(BaseModel):
 class ReconnectConfig(_Model):
     """Backoff for a source that fails or drops: first retry after `initial_delay`, doubling up to `max_delay`."""
 
-    initial_delay: float = Field(0.5, ge=0.05, le=60)
-    max_delay: float = Field(10.0, ge=0.1, le=600)
+    # Capped low by default: a camera that comes back is streaming again within ~2 s.
+    initial_delay: float = Field(0.25, ge=0.05, le=60)
+    max_delay: float = Field(1.5, ge=0.1, le=600)
 
 
 class SourceConfig(_Model):

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 QUALITIES = ("low", "medium", "high")
 # /healthz fails when no frame entered the pipeline for this long.
 HEALTHY_FRAME_AGE_S = 2.0
+# With no real frame for this long, the outputs get "NO SIGNAL" frames at the configured rate instead.
+PLACEHOLDER_AFTER_S = 0.5
 
 
 class StartupError(Exception):
@@ -83,6 +85,10 @@ class Service:
         self.encoder_reason = ""
         self.cpu_percent = 0.0
         self.fisheye: FisheyeSetup | None = None
+        self._stop_placeholder = threading.Event()
+        self._placeholder_thread: threading.Thread | None = None
+        self.placeholder_frames = 0
+        self.signal_lost_mono: float | None = None
         self.started_mono: float | None = None
         self._started = False
 
@@ -148,6 +154,9 @@ class Service:
                 raise StartupError(str(e)) from None
         self.runner = SourceRunner(spec, cfg.source, self.pipeline.push)
         self.runner.start()
+        self._stop_placeholder.clear()
+        self._placeholder_thread = threading.Thread(target=self._placeholder_loop, name="placeholder", daemon=True)
+        self._placeholder_thread.start()
         log.info("cuecast %s started (pid %d), source %s", __version__, os.getpid(), spec.describe())
 
     def _fisheye_setup(self, spec: SourceSpec) -> FisheyeSetup | None:
@@ -183,6 +192,9 @@ class Service:
         if not self._started:
             return
         self._started = False
+        self._stop_placeholder.set()
+        if self._placeholder_thread is not None:
+            self._placeholder_thread.join(timeout=2)
         if self.runner is not None:
             self.runner.stop()
         if self.rtsp is not None:
@@ -197,6 +209,39 @@ class Service:
         if self.pipeline is not None:
             self.pipeline.apply_controls(controls)
 
+    def _placeholder_loop(self) -> None:
+        """Keep every output fed while the source is down: NO SIGNAL frames at the configured rate."""
+        from cuecast.placeholder import Placeholder
+
+        cfg = self.cfg.source
+        w, h, fps = cfg.width, cfg.height, cfg.fps
+        card = Placeholder(w, h, self.spec.describe() if self.spec else "?")
+        period = 1.0 / fps
+        next_t = time.monotonic()
+        while not self._stop_placeholder.wait(max(0.0, next_t - time.monotonic())):
+            next_t += period
+            if next_t < time.monotonic() - 1:  # fell far behind (suspended): resync
+                next_t = time.monotonic() + period
+            runner, pipeline = self.runner, self.pipeline
+            if runner is None or pipeline is None:
+                continue
+            last = runner.status.last_frame_mono
+            now = time.monotonic()
+            if last is not None and now - last < PLACEHOLDER_AFTER_S:
+                if self.signal_lost_mono is not None:
+                    log.info("source %s: signal back after %.1f s", runner.spec.describe(),
+                             now - self.signal_lost_mono)
+                    self.signal_lost_mono = None
+                continue
+            if self.signal_lost_mono is None:
+                self.signal_lost_mono = last if last is not None else now
+                if last is not None:
+                    log.warning("source %s: no signal; outputs show a placeholder", runner.spec.describe())
+            frame = card.frame(now - self.signal_lost_mono)
+            buf = Gst.Buffer.new_wrapped(frame.tobytes())
+            pipeline.push(buf, time.monotonic_ns(), placeholder=True)
+            self.placeholder_frames += 1
+
     def healthy(self) -> bool:
         """True while frames flow from the source into the pipeline."""
         st = self.runner.status if self.runner else None
@@ -210,6 +255,10 @@ class Service:
             last = source.pop("last_frame_mono")
             source["last_frame_age_s"] = round(time.monotonic() - last, 3) if last else None
             source["fps"] = round(source["fps"], 2) if source["fps"] else None
+            source["signal"] = self.healthy()
+            source["signal_lost_s"] = (round(time.monotonic() - self.signal_lost_mono, 1)
+                                       if self.signal_lost_mono is not None else None)
+            source["placeholder_frames"] = self.placeholder_frames
         out: dict[str, Any] = {
             "version": __version__,
             "gstreamer": Gst.version_string(),

@@ -128,7 +128,8 @@ def v4l2_caps(fmt: str, width: int, height: int, fps: int) -> tuple[str, str]:
     return f"video/x-raw,{size}", "identity"
 
 
-def source_fragment(spec: SourceSpec, width: int, height: int, fps: int, fmt: str = "auto") -> str:
+def source_fragment(spec: SourceSpec, width: int, height: int, fps: int, fmt: str = "auto",
+                    http_multipart: bool = True) -> str:
     """A gst-launch fragment producing decoded raw video (any format/size) for this source."""
     if spec.kind == "demo":
         raise SourceError("the demo source is built by capture.SourceRunner (appsrc), not a launch fragment")
@@ -145,11 +146,12 @@ def source_fragment(spec: SourceSpec, width: int, height: int, fps: int, fmt: st
             "! decodebin ! queue max-size-buffers=2 leaky=downstream"
         )
     if spec.kind == "http":
-        # Covers MJPEG over HTTP (multipart) as well as other streams decodebin can type-find.
-        return (
-            f"souphttpsrc location={_q(spec.location)} is-live=true do-timestamp=true timeout=5 "
-            "! decodebin ! queue max-size-buffers=2 leaky=downstream"
-        )
+        # MJPEG over HTTP first, with single-stream=true: decodebin alone waits ~10 s (multiqueue overrun) for
+        # more streams that never come before it exposes the picture. Other content falls back to decodebin.
+        head = f"souphttpsrc location={_q(spec.location)} is-live=true do-timestamp=true timeout=5 "
+        if http_multipart:
+            head += "! multipartdemux single-stream=true "
+        return head + "! decodebin ! queue max-size-buffers=2 leaky=downstream"
     if spec.kind == "v4l2":
         chosen = "MJPG" if fmt == "auto" else fmt
         caps, dec = v4l2_caps(chosen, width, height, fps)

@@ -1,0 +1,89 @@
+"""Recovery from source loss: outputs keep running on NO SIGNAL frames, clients stay connected, and real
+frames return within 2 s of the source coming back, without restarting the process."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+
+from cuecast.consumer import GStreamerFrameConsumer
+from tests.helpers.media import make_video
+from tests.helpers.mjpeg_client import MjpegReader
+from tests.helpers.mjpeg_server import MjpegCamera
+from tests.helpers.service import ServiceProcess, http_env, wait_http
+
+RETURN_WITHIN_S = 2.0
+
+
+def wait_for_frame(c: GStreamerFrameConsumer, placeholder: bool, timeout: float) -> float | None:
+    """Seconds until a frame with the given placeholder flag arrives (None on timeout)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        got = c.read(timeout=0.5)
+        if got is not None and got[1].placeholder == placeholder:
+            return time.monotonic() - t0
+    return None
+
+
+def status(api: str) -> dict:
+    return httpx.get(f"{api}/api/status", timeout=5).json()
+
+
+def test_http_camera_lost_and_back(tmp_path: Path) -> None:
+    cam = MjpegCamera(640, 480, fps=30).start()
+    port = cam.port
+    env, ports = http_env()
+    api = f"http://127.0.0.1:{ports['api']}"
+    sock = tmp_path / "sock"
+    svc = ServiceProcess(["--source", cam.url, "--width", "640", "--height", "480", "--shm-socket", str(sock)],
+                         tmp_path / "svc.log", env=env)
+    try:
+        wait_http(f"{api}/healthz")
+        reader = MjpegReader(ports["medium"])
+        reader.start()
+        with GStreamerFrameConsumer(sock) as c:
+            assert wait_for_frame(c, False, 10) is not None, svc.log()
+            cam.stop()
+            assert wait_for_frame(c, True, 10) is not None, svc.log()  # NO SIGNAL frames keep coming
+            time.sleep(1.5)
+            assert httpx.get(f"{api}/healthz", timeout=5).status_code == 503
+            st = status(api)["source"]
+            assert st["signal"] is False and st["placeholder_frames"] > 10
+            frames_during_outage = len(reader.times)
+            time.sleep(1)
+            assert len(reader.times) > frames_during_outage  # the browser stream stayed open and moving
+            cam = MjpegCamera(640, 480, fps=30, port=port).start()
+            back = wait_for_frame(c, False, 15)
+            assert back is not None and back <= RETURN_WITHIN_S, (back, svc.log())
+        assert reader.is_alive() and svc.proc.poll() is None
+        wait_http(f"{api}/healthz")
+        reader.close()
+    finally:
+        cam.stop()
+        svc.close()
+
+
+def test_file_deleted_and_replaced(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", seconds=1, fps=15)
+    spare = tmp_path / "spare.mp4"
+    shutil.copy(clip, spare)
+    env, ports = http_env()
+    sock = tmp_path / "sock"
+    svc = ServiceProcess(["--source", str(clip), "--width", "320", "--height", "240", "--shm-socket", str(sock)],
+                         tmp_path / "svc.log", env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
+        with GStreamerFrameConsumer(sock) as c:
+            assert wait_for_frame(c, False, 10) is not None
+            clip.unlink()
+            assert wait_for_frame(c, True, 10) is not None, svc.log()
+            assert "is gone" in svc.log()
+            shutil.copy(spare, clip)
+            back = wait_for_frame(c, False, 15)
+            assert back is not None and back <= RETURN_WITHIN_S, (back, svc.log())
+        assert svc.proc.poll() is None
+    finally:
+        svc.close()
