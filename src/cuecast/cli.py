@@ -77,8 +77,9 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    overrides = _overrides(args)
     try:
-        loaded = load_config(args.config, overrides=_overrides(args))
+        loaded = load_config(args.config, overrides=overrides)
     except ConfigError as e:
         return _fail(str(e))
     cfg = loaded.config
@@ -88,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cuecast.web.server import FatalStartup, serve  # GStreamer only for commands that need it
 
     try:
-        asyncio.run(serve(cfg, loaded.path))
+        asyncio.run(serve(cfg, loaded.path, overrides))
     except FatalStartup as e:
         return _fail(str(e))
     return EXIT_OK
@@ -162,6 +163,24 @@ def cmd_consume(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as e:
+        print(f"FAIL configuration: {e}")
+        return EXIT_FAILURE
+    from cuecast.doctor import run
+
+    print(f"cuecast {__version__} doctor, config: {loaded.path or 'built-in defaults'}")
+    findings = run(loaded.config)
+    for f in findings:
+        print(f.line())
+    fails = sum(f.level == "FAIL" for f in findings)
+    warns = sum(f.level == "WARN" for f in findings)
+    print(f"\n{fails} FAIL, {warns} WARN, {len(findings) - fails - warns} OK")
+    return EXIT_FAILURE if fails else EXIT_OK
+
+
 def cmd_encoders(_args: argparse.Namespace) -> int:
     from cuecast.encoders import report
 
@@ -227,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     from cuecast.calibrate_cli import add_parser as add_calibrate
 
     add_calibrate(sub)
+
+    inst = sub.add_parser("install-service", help="install and start the systemd service (root)")
+    inst.add_argument("--no-start", action="store_true", help="install only")
+    inst.set_defaults(func=lambda a: __import__("cuecast.systemd", fromlist=["install"]).install(not a.no_start))
+    uninst = sub.add_parser("uninstall-service", help="stop and remove the systemd service (root)")
+    uninst.set_defaults(func=lambda _a: __import__("cuecast.systemd", fromlist=["uninstall"]).uninstall())
+
+    doctor = sub.add_parser("doctor", help="check this machine and the config; OK/WARN/FAIL with fixes")
+    doctor.add_argument("--config", type=Path)
+    common(doctor)
+    doctor.set_defaults(func=cmd_doctor)
 
     genv = sub.add_parser("gst-env", help="print the environment for gst-launch-1.0 ... ! fisheyeundistort")
     genv.set_defaults(func=cmd_gst_env)

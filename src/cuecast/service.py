@@ -62,9 +62,11 @@ class GLibLoopThread:
 class Service:
     """One camera, one output pipeline, every output. A context manager; stop() twice is harmless."""
 
-    def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
+    def __init__(self, cfg: Config, config_path: Path | None = None,
+                 overrides: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.overrides = overrides or {}  # CLI flags, kept over a SIGHUP reload
         self.spec: SourceSpec | None = None
         self.loop = GLibLoopThread()
         self.shm: ShmOutput | None = None
@@ -204,6 +206,35 @@ class Service:
         self.loop.stop()
         log.info("cuecast stopped")
 
+    def apply_config(self, new: Config) -> tuple[list[str], list[str]]:
+        """Apply a reloaded config: (keys applied live, keys that need a restart)."""
+        old = self.cfg.model_dump()
+        fresh = new.model_dump()
+        applied: list[str] = []
+        if new.controls != self.cfg.controls:
+            self.set_controls(new.controls)
+            applied.append("controls")
+        if new.fisheye.enabled != self.cfg.fisheye.enabled and self.pipeline is not None:
+            if self.pipeline.set_fisheye_enabled(new.fisheye.enabled):
+                self.cfg.fisheye.enabled = new.fisheye.enabled
+                applied.append("fisheye.enabled")
+        for q, out in self.mjpeg.items():
+            quality = getattr(new.mjpeg, q).quality
+            if quality != getattr(self.cfg.mjpeg, q).quality:
+                out.set_quality(quality)
+                getattr(self.cfg.mjpeg, q).quality = quality
+                applied.append(f"mjpeg.{q}.quality")
+        if new.mjpeg.client_timeout != self.cfg.mjpeg.client_timeout:
+            self.cfg.mjpeg.client_timeout = new.mjpeg.client_timeout
+            applied.append("mjpeg.client_timeout")
+        if new.log.level != self.cfg.log.level:
+            logging.getLogger().setLevel(new.log.level)
+            self.cfg.log.level = new.log.level
+            applied.append("log.level")
+        live = set(applied) | {"controls"}
+        restart = [k for k in _changed_keys(old, fresh) if not any(k == a or k.startswith(a + ".") for a in live)]
+        return applied, restart
+
     def set_controls(self, controls: ControlsConfig) -> None:
         self.cfg.controls = controls
         if self.pipeline is not None:
@@ -228,15 +259,14 @@ class Service:
             last = runner.status.last_frame_mono
             now = time.monotonic()
             if last is not None and now - last < PLACEHOLDER_AFTER_S:
-                if self.signal_lost_mono is not None:
+                if self.signal_lost_mono is not None and self.placeholder_frames:
                     log.info("source %s: signal back after %.1f s", runner.spec.describe(),
                              now - self.signal_lost_mono)
                     self.signal_lost_mono = None
                 continue
             if self.signal_lost_mono is None:
                 self.signal_lost_mono = last if last is not None else now
-                if last is not None:
-                    log.warning("source %s: no signal; outputs show a placeholder", runner.spec.describe())
+                log.warning("source %s: no signal; outputs show a placeholder", runner.spec.describe())
             frame = card.frame(now - self.signal_lost_mono)
             buf = Gst.Buffer.new_wrapped(frame.tobytes())
             pipeline.push(buf, time.monotonic_ns(), placeholder=True)
@@ -308,5 +338,13 @@ class Service:
         return out
 
 
-def gst_version() -> str:
-    return Gst.version_string()
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        path = f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, path + ".")
+        elif a != b:
+            keys.append(path)
+    return keys

@@ -26,7 +26,7 @@ from cuecast.pipeline import CapturePipeline, FrameMeta
 log = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
-_SEGMENT = re.compile(r"^shmpipe\.\s*(\d+)\.\s*\d+$")
+SEGMENT_RE = re.compile(r"^shmpipe\.\s*(\d+)\.\s*\d+$")
 SOCKET_MODE = 0o660
 
 
@@ -34,7 +34,7 @@ class ShmError(Exception):
     """A shared-memory set-up problem; the message names the path and the fix."""
 
 
-def _socket_alive(path: Path) -> bool:
+def socket_alive(path: Path) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(0.5)
     try:
@@ -46,7 +46,7 @@ def _socket_alive(path: Path) -> bool:
         s.close()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -64,8 +64,8 @@ def clean_leaked_segments(shm_dir: Path = SHM_DIR) -> list[Path]:
     except OSError:
         return removed
     for name in names:
-        m = _SEGMENT.match(name)
-        if m and not _pid_alive(int(m.group(1))):
+        m = SEGMENT_RE.match(name)
+        if m and not pid_alive(int(m.group(1))):
             try:
                 (shm_dir / name).unlink()
                 removed.append(shm_dir / name)
@@ -80,7 +80,7 @@ def own_segments(shm_dir: Path = SHM_DIR) -> list[Path]:
     out = []
     try:
         for name in os.listdir(shm_dir):
-            m = _SEGMENT.match(name)
+            m = SEGMENT_RE.match(name)
             if m and int(m.group(1)) == pid:
                 out.append(shm_dir / name)
     except OSError:
@@ -99,7 +99,7 @@ def prepare_socket_path(path: Path) -> None:
         mode = path.lstat().st_mode
         if not stat.S_ISSOCK(mode):
             raise ShmError(f"shm.socket {path} exists and is not a socket; remove it or choose another path")
-        if _socket_alive(path):
+        if socket_alive(path):
             raise ShmError(
                 f"shm.socket {path} is in use by a running producer (another cuecast?); stop it or "
                 "choose another shm.socket"

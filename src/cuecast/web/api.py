@@ -137,7 +137,6 @@ class _StatusCollector:
 
 
 def create_app(service: Service) -> FastAPI:
-    cfg = service.cfg
     app = FastAPI(title="cuecast", version=__version__,
                   description="Camera streaming service for a billiards trainer: streams, status and controls.")
     registry = CollectorRegistry(auto_describe=True)
@@ -160,7 +159,7 @@ def create_app(service: Service) -> FastAPI:
         hub = hub_for(quality)
 
         async def call(scope: Scope, receive: Receive, send: Send) -> None:
-            await mjpeg_http.stream(hub, scope, receive, send, cfg.mjpeg.client_timeout)
+            await mjpeg_http.stream(hub, scope, receive, send, service.cfg.mjpeg.client_timeout)
 
         return _AsgiResponse(call)
 

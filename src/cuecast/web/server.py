@@ -14,11 +14,13 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import uvicorn
 
-from cuecast.config import Config
+from cuecast import systemd
+from cuecast.config import Config, ConfigError, load_config
 from cuecast.ports import PortError, bind_tcp
 from cuecast.service import Service, StartupError
 from cuecast.web import mjpeg_http
@@ -56,6 +58,44 @@ def _uvicorn(app: object, name: str) -> _Server:
     return server
 
 
+async def _watchdog(service: Service, interval: float) -> None:
+    """Tell systemd we are alive while both loops turn (asyncio here, GLib checked by a round trip)."""
+    from cuecast.gst import GLib
+
+    loop = asyncio.get_running_loop()
+
+    def ping(done: asyncio.Event) -> bool:
+        loop.call_soon_threadsafe(done.set)
+        return False  # run once
+
+    while True:
+        await asyncio.sleep(interval)
+        done = asyncio.Event()
+        GLib.idle_add(ping, done)
+        try:
+            await asyncio.wait_for(done.wait(), interval)
+        except TimeoutError:
+            log.error("GLib main loop unresponsive; not feeding the watchdog")
+            continue
+        systemd.notify("WATCHDOG=1")
+
+
+def reload_config(service: Service) -> None:
+    """SIGHUP: re-read the config file, apply what can change live, say what needs a restart."""
+
+    if service.config_path is None:
+        log.warning("SIGHUP: no config file to reload (started with built-in defaults)")
+        return
+    try:
+        new = load_config(service.config_path, overrides=service.overrides).config
+    except ConfigError as e:
+        log.error("SIGHUP: config not reloaded, it is invalid (the running config stays):\n%s", e)
+        return
+    applied, restart = service.apply_config(new)
+    log.info("SIGHUP: reloaded %s; applied live: %s; needs a restart: %s", service.config_path,
+             ", ".join(applied) or "nothing changed", ", ".join(restart) or "nothing")
+
+
 async def _cpu_sampler(service: Service) -> None:
     proc = psutil.Process()
     proc.cpu_percent(None)
@@ -64,10 +104,10 @@ async def _cpu_sampler(service: Service) -> None:
         service.cpu_percent = proc.cpu_percent(None)
 
 
-async def serve(cfg: Config, config_path: Path | None) -> None:
+async def serve(cfg: Config, config_path: Path | None, overrides: dict[str, Any] | None = None) -> None:
     """Run until SIGTERM/SIGINT. Raises FatalStartup for problems a person must fix."""
     loop = asyncio.get_running_loop()
-    service = Service(cfg, config_path)
+    service = Service(cfg, config_path, overrides)
     for hub in service.hubs.values():
         hub.bind(loop)
 
@@ -98,10 +138,14 @@ async def serve(cfg: Config, config_path: Path | None) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda s=sig: (log.info("received %s, stopping", s.name), stop.set()))
+    loop.add_signal_handler(signal.SIGHUP, reload_config, service)
 
     servers: list[_Server] = []
     tasks: list[asyncio.Task[None]] = []
     chores = [asyncio.create_task(_cpu_sampler(service))]
+    interval = systemd.watchdog_interval_s()
+    if interval:
+        chores.append(asyncio.create_task(_watchdog(service, interval)))
     try:
         for name, sock, app in listeners:
             server = _uvicorn(app, name)
@@ -113,8 +157,10 @@ async def serve(cfg: Config, config_path: Path | None) -> None:
         error = await asyncio.to_thread(service.wait_first_result, FIRST_RESULT_TIMEOUT_S)
         if error and service.spec is not None and service.spec.kind == "file":
             raise FatalStartup(f"source {service.spec.location}: {error}")
+        systemd.notify(f"READY=1\nSTATUS=streaming {service.spec.describe() if service.spec else ''}")
         await stop.wait()
     finally:
+        systemd.notify("STOPPING=1")
         for hub in service.hubs.values():
             hub.close()
         for server in servers:
@@ -126,5 +172,5 @@ async def serve(cfg: Config, config_path: Path | None) -> None:
         for t in chores:
             t.cancel()
         await asyncio.to_thread(service.stop)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -1,0 +1,216 @@
+"""`cuecast doctor`: the usual GStreamer troubleshooting steps as one command.
+
+Owns the checks (elements and their packages, cameras and their modes, device permissions, ports, socket
+directory, stale sockets and leaked shm segments, calibration, encoders, CPU headroom) and their verdicts:
+each line OK / WARN / FAIL with the fix. Exit status 1 if anything is FAIL.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cuecast.config import Config
+
+# Element -> Debian package that provides it.
+ELEMENTS = {
+    "appsrc": "gstreamer1.0-plugins-base", "appsink": "gstreamer1.0-plugins-base",
+    "videotestsrc": "gstreamer1.0-plugins-base", "videoconvert": "gstreamer1.0-plugins-base",
+    "videoscale": "gstreamer1.0-plugins-base", "videobalance": "gstreamer1.0-plugins-good",
+    "decodebin": "gstreamer1.0-plugins-base", "tee": "gstreamer1.0-tools", "queue": "gstreamer1.0-tools",
+    "jpegenc": "gstreamer1.0-plugins-good", "jpegdec": "gstreamer1.0-plugins-good",
+    "multipartdemux": "gstreamer1.0-plugins-good", "souphttpsrc": "gstreamer1.0-plugins-good",
+    "rtspsrc": "gstreamer1.0-plugins-good", "v4l2src": "gstreamer1.0-plugins-good",
+    "rtph264pay": "gstreamer1.0-plugins-good", "shmsink": "gstreamer1.0-plugins-bad",
+    "shmsrc": "gstreamer1.0-plugins-bad", "h264parse": "gstreamer1.0-plugins-bad",
+    "x264enc": "gstreamer1.0-plugins-ugly", "avdec_h264": "gstreamer1.0-libav",
+}
+# Per-frame CPU cost (core-ms) measured on the 2-core reference machine at 1080p (shared/ARCHITECTURE.md).
+COST_MS = {"mjpeg_decode": 5.4, "remap": 12.0, "bgr": 1.5, "x264": 14.0, "jpeg720": 8.4, "jpeg480": 3.2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # OK | WARN | FAIL
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"{self.level:<5}{self.what}" + (f"\n     fix: {self.fix}" if self.fix else "")
+
+
+def check_elements() -> Iterator[Finding]:
+    from cuecast.gst import Gst, element_available
+
+    missing = {e: p for e, p in ELEMENTS.items() if not element_available(e)}
+    if missing:
+        pkgs = sorted(set(missing.values()))
+        yield Finding("FAIL", f"GStreamer elements missing: {', '.join(sorted(missing))}",
+                      f"sudo apt-get install {' '.join(pkgs)}")
+    else:
+        yield Finding("OK", f"GStreamer {Gst.version_string().split()[-1]}: all {len(ELEMENTS)} elements present")
+    try:
+        import gi
+
+        gi.require_version("GstRtspServer", "1.0")
+        yield Finding("OK", "gst-rtsp-server bindings present")
+    except (ImportError, ValueError):
+        yield Finding("FAIL", "gst-rtsp-server bindings missing", "sudo apt-get install gir1.2-gst-rtsp-server-1.0")
+    if not glob.glob("/usr/lib/*/gstreamer-1.0/libgstpython.so"):
+        yield Finding("WARN", "GStreamer Python plugin loader missing: fisheyeundistort not usable from gst-launch",
+                      "sudo apt-get install gstreamer1.0-python3-plugin-loader")
+
+
+def check_cameras(cfg: Config) -> Iterator[Finding]:
+    from cuecast.sources import SourceError, parse_source, probe_v4l2
+
+    devices = sorted(glob.glob("/dev/video*"))
+    spec = parse_source(cfg.source.uri, device_exists=bool(devices) and "/dev/video0" in devices)
+    if not devices:
+        level = "FAIL" if spec.kind == "v4l2" else "WARN"
+        yield Finding(level, "no camera found (/dev/video* is empty)"
+                      + ("; the built-in demo source will stream" if spec.kind == "demo" else ""),
+                      "plug in the camera and check `v4l2-ctl --list-devices` (or set source.uri to a file/URL)")
+    for dev in devices:
+        if not os.access(dev, os.R_OK | os.W_OK):
+            yield Finding("FAIL", f"no permission to open {dev}",
+                          "sudo usermod -aG video $USER, then log in again (the service user must be in 'video')")
+            continue
+        try:
+            modes = probe_v4l2(dev)
+        except SourceError as e:
+            yield Finding("WARN", f"{dev}: {e}")
+            continue
+        if not modes:
+            yield Finding("OK", f"{dev}: not a capture device (metadata node)")
+            continue
+        summary = {}
+        for m in modes:
+            rate = f"@{max(m.fps):.0f}" if m.fps else ""
+            summary.setdefault(m.format, []).append(f"{m.width}x{m.height}{rate}")
+        text = "; ".join(f"{fmt} {', '.join(sizes[:6])}{' ...' if len(sizes) > 6 else ''}"
+                         for fmt, sizes in summary.items())
+        yield Finding("OK", f"{dev}: {text}")
+    yield Finding("OK", f"source resolves to {spec.describe()}")
+
+
+def check_ports(cfg: Config) -> Iterator[Finding]:
+    from cuecast.ports import PortError, bind_tcp
+
+    wanted = []
+    if cfg.http.enabled:
+        wanted.append(("http.port", cfg.http.bind, cfg.http.port))
+    for q in ("medium", "low", "high"):
+        qc = getattr(cfg.mjpeg, q)
+        if qc.enabled and qc.port:
+            wanted.append((f"mjpeg.{q}.port", cfg.http.bind, qc.port))
+    if cfg.rtsp.enabled:
+        wanted.append(("rtsp.port", cfg.rtsp.bind, cfg.rtsp.port))
+    for key, host, port in wanted:
+        try:
+            bind_tcp(host, port, key).close()
+            yield Finding("OK", f"port {port} ({key}) is free")
+        except PortError as e:
+            yield Finding("FAIL", str(e), f"stop the other program or set {key} to a free port")
+
+
+def check_shm(cfg: Config) -> Iterator[Finding]:
+    from cuecast.outputs.shm import SEGMENT_RE, SHM_DIR, pid_alive, socket_alive
+
+    if not cfg.shm.enabled:
+        yield Finding("OK", "shared memory output disabled")
+        return
+    sock = cfg.shm.socket
+    if not sock.parent.is_dir():
+        yield Finding("FAIL", f"socket directory {sock.parent} does not exist", f"mkdir -p {sock.parent}")
+    elif not os.access(sock.parent, os.W_OK | os.X_OK):
+        yield Finding("FAIL", f"socket directory {sock.parent} is not writable by this user",
+                      "run as the service user or change shm.socket")
+    else:
+        yield Finding("OK", f"socket directory {sock.parent} is writable")
+    if sock.exists():
+        if socket_alive(sock):
+            yield Finding("WARN", f"{sock} is served by a running producer (cuecast already running?)")
+        else:
+            yield Finding("WARN", f"stale socket {sock} (its producer is gone)", "nothing: cuecast removes it at start")
+    leaked = []
+    for name in os.listdir(SHM_DIR) if SHM_DIR.is_dir() else []:
+        m = SEGMENT_RE.match(name)
+        if m and not pid_alive(int(m.group(1))):
+            leaked.append(name)
+    if leaked:
+        yield Finding("WARN", f"{len(leaked)} leaked shared-memory segment(s) in {SHM_DIR} from dead producers",
+                      "nothing: cuecast removes them at start")
+    else:
+        yield Finding("OK", "no leaked shared-memory segments")
+
+
+def check_calibration(cfg: Config) -> Iterator[Finding]:
+    from cuecast.fisheye.model import CalibrationError, load_model
+
+    if cfg.fisheye.calibration is None:
+        yield Finding("OK", "no fisheye calibration configured (correction off, zero cost)")
+        return
+    try:
+        model = load_model(cfg.fisheye.calibration)
+        model.scaled_to(cfg.source.width, cfg.source.height)
+    except CalibrationError as e:
+        yield Finding("FAIL", str(e), "run `cuecast calibrate solve` or fix fisheye.calibration")
+        return
+    rms = f", RMS {model.rms:.2f} px" if model.rms is not None else ""
+    yield Finding("OK", f"calibration {cfg.fisheye.calibration} valid for {cfg.source.width}x{cfg.source.height}{rms}")
+
+
+def check_encoders(cfg: Config) -> Iterator[Finding]:
+    from cuecast.encoders import EncoderError, choose
+
+    if not cfg.rtsp.enabled:
+        yield Finding("OK", "RTSP disabled: no H.264 encoder needed")
+        return
+    try:
+        kind, why = choose(cfg.rtsp.encoder)
+        yield Finding("OK", f"H.264 encoder {kind.element} ({why})")
+    except EncoderError as e:
+        yield Finding("FAIL", str(e))
+
+
+def cpu_estimate(cfg: Config, mjpeg_source: bool = True) -> float:
+    """Rough % of one core with every configured output busy, scaled from the 1080p reference costs."""
+    scale = cfg.source.width * cfg.source.height / (1920 * 1080)
+    fps = cfg.source.fps
+    ms = (COST_MS["mjpeg_decode"] if mjpeg_source else 0.0) * scale * fps
+    if cfg.fisheye.calibration is not None:
+        ms += COST_MS["remap"] * scale * fps
+    if cfg.shm.enabled:
+        ms += COST_MS["bgr"] * scale * fps
+    if cfg.rtsp.enabled:
+        ms += COST_MS["x264"] * scale * cfg.rtsp.fps
+    for q, key in (("medium", "jpeg720"), ("low", "jpeg480"), ("high", "jpeg720")):
+        qc = getattr(cfg.mjpeg, q)
+        if qc.enabled:
+            ms += COST_MS[key] * (qc.width * qc.height) / (1280 * 720) * qc.fps / (2 if q == "high" else 1)
+    return ms / 10.0  # core-ms per second -> % of one core
+
+
+def check_cpu(cfg: Config) -> Iterator[Finding]:
+    cores = os.cpu_count() or 1
+    est = cpu_estimate(cfg)
+    budget = 80.0 * cores
+    text = f"CPU estimate with every output busy: ~{est:.0f}% of {100 * cores}% ({cores} cores)"
+    if est > budget:
+        yield Finding("WARN", text, "lower source.fps or sizes, disable outputs nobody uses, or use a hardware encoder")
+    else:
+        yield Finding("OK", text)
+
+
+def run(cfg: Config) -> list[Finding]:
+    findings: list[Finding] = []
+    for check in (check_elements, lambda: check_cameras(cfg), lambda: check_ports(cfg), lambda: check_shm(cfg),
+                  lambda: check_calibration(cfg), lambda: check_encoders(cfg), lambda: check_cpu(cfg)):
+        try:
+            findings.extend(check())
+        except Exception as e:  # noqa: BLE001 - a broken check must not hide the others
+            findings.append(Finding("FAIL", f"check failed unexpectedly: {e}"))
+    return findings
