@@ -34,6 +34,8 @@ QUALITIES = ("low", "medium", "high")
 HEALTHY_FRAME_AGE_S = 2.0
 # With no real frame for this long, the outputs get "NO SIGNAL" frames at the configured rate instead.
 PLACEHOLDER_AFTER_S = 0.5
+# At start-up the source gets this long to deliver its first frame before NO SIGNAL is shown.
+PLACEHOLDER_AT_START_S = 1.5
 
 
 class StartupError(Exception):
@@ -258,6 +260,8 @@ class Service:
                 continue
             last = runner.status.last_frame_mono
             now = time.monotonic()
+            if last is None and self.started_mono is not None and now - self.started_mono < PLACEHOLDER_AT_START_S:
+                continue
             if last is not None and now - last < PLACEHOLDER_AFTER_S:
                 if self.signal_lost_mono is not None and self.placeholder_frames:
                     log.info("source %s: signal back after %.1f s", runner.spec.describe(),

@@ -20,6 +20,7 @@ from cuecast.fisheye.element import register
 from cuecast.fisheye.maps import output_matrix
 from cuecast.gst import Gst
 from tests.helpers.service import ServiceProcess, run_cli
+from tests.integration.test_spine import real_frame
 
 W, H = 960, 540
 
@@ -127,7 +128,7 @@ def _balls_through_service(tmp_path: Path, *args: str) -> tuple[dict[str, tuple[
         wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
         status = httpx.get(f"http://127.0.0.1:{ports['api']}/api/status", timeout=5).json()
         with GStreamerFrameConsumer(sock) as c:
-            frame = c.get_frame(timeout=10)
+            frame = real_frame(c, 15)
             assert frame is not None, svc.log()
             return detect_balls(frame), status
     finally:
