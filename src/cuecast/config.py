@@ -150,6 +150,29 @@ class HttpConfig(_Model):
     bind: str = Field("0.0.0.0", description="127.0.0.1: this machine only; 0.0.0.0: the whole LAN")
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(65536, ge=1024, le=16 * 2**20)
+    max_connections: int = Field(200, ge=1, le=10_000, description="open requests per server; more get 503")
+    max_connections_per_ip: int = Field(30, ge=1, le=10_000, description="open requests per client address")
+    max_query_bytes: int = Field(2048, ge=64, le=65536)
+
+
+class AuthConfig(_Model):
+    """Who may change settings (and optionally watch). Without a token, changes are accepted from this
+    machine only (loopback)."""
+
+    token: str | None = Field(None, min_length=16, description="bearer token for state-changing requests")
+    token_file: Path | None = Field(None, description="read the token from this file instead")
+    protect_streams: bool = Field(False, description="streams and snapshots need the token too (?token=...)")
+
+    def resolved_token(self) -> str | None:
+        if self.token_file is not None:
+            try:
+                text = self.token_file.read_text().strip()
+            except OSError as e:
+                raise ValueError(f"auth.token_file {self.token_file}: {e.strerror}") from None
+            if len(text) < 16:
+                raise ValueError(f"auth.token_file {self.token_file}: the token must be at least 16 characters")
+            return text
+        return self.token
 
 
 class LogConfig(_Model):
@@ -170,6 +193,7 @@ class Config(_Model):
     fisheye: FisheyeConfig = FisheyeConfig()
     controls: ControlsConfig = ControlsConfig()
     http: HttpConfig = HttpConfig()
+    auth: AuthConfig = AuthConfig()
     mjpeg: MjpegConfig = MjpegConfig()
     rtsp: RtspConfig = RtspConfig()
     log: LogConfig = LogConfig()
@@ -178,6 +202,8 @@ class Config(_Model):
     def _shm_size_pair(self) -> Config:
         if (self.shm.width is None) != (self.shm.height is None):
             raise ValueError("shm.width and shm.height must be set together (or both left out)")
+        if self.auth.token is not None and self.auth.token_file is not None:
+            raise ValueError("set auth.token or auth.token_file, not both")
         if (self.rtsp.width is None) != (self.rtsp.height is None):
             raise ValueError("rtsp.width and rtsp.height must be set together (or both left out)")
         ports: dict[int, str] = {}
@@ -377,5 +403,10 @@ def save_controls(path: Path, controls: ControlsConfig) -> None:
 
 
 def dump_config(cfg: Config) -> str:
-    """The effective configuration as YAML (what check-config prints)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The effective configuration as YAML (what check-config prints); secrets are masked."""
+    data = cfg.model_dump(mode="json")
+    if data["auth"]["token"]:
+        data["auth"]["token"] = "***"
+    for user in data["rtsp"]["users"]:
+        user["password"] = "***"
+    return yaml.safe_dump(data, sort_keys=False)

@@ -102,7 +102,7 @@ async def snapshot(hub: FrameHub, send: Send) -> None:
     await send({"type": "http.response.body", "body": frame.data})
 
 
-def port_app(hub: FrameHub, client_timeout: float) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def port_app(hub: FrameHub, client_timeout: Callable[[], float]) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """The ASGI app of one MJPEG port: `/` streams, `/snapshot.jpg` is the newest frame, nothing else."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,7 +124,7 @@ def port_app(hub: FrameHub, client_timeout: float) -> Callable[[Scope, Receive, 
             await send_text(send, 405, f"method {method} not allowed; use GET", [(b"allow", b"GET, HEAD")])
             return
         if path == "/":
-            await stream(hub, scope, receive, send, client_timeout)
+            await stream(hub, scope, receive, send, client_timeout())
         else:
             await snapshot(hub, send)
 

@@ -25,6 +25,7 @@ from cuecast.ports import PortError, bind_tcp
 from cuecast.service import Service, StartupError
 from cuecast.web import mjpeg_http
 from cuecast.web.api import create_app, with_limits
+from cuecast.web.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +112,27 @@ async def serve(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
     for hub in service.hubs.values():
         hub.bind(loop)
 
+    try:
+        token = cfg.auth.resolved_token()
+    except ValueError as e:
+        raise FatalStartup(str(e)) from None
+
+    def guarded(app: object, stream_server: bool) -> Guard:
+        return Guard(app, token=token, protect_streams=cfg.auth.protect_streams, stream_server=stream_server,
+                     max_connections=cfg.http.max_connections, max_per_ip=cfg.http.max_connections_per_ip,
+                     max_query_bytes=cfg.http.max_query_bytes)
+
     listeners: list[tuple[str, socket.socket, object]] = []
     try:
         if cfg.http.enabled:
-            app = with_limits(create_app(service), service)
+            app = guarded(with_limits(create_app(service), service), stream_server=False)
             listeners.append(("API", bind_tcp(cfg.http.bind, cfg.http.port, "http.port"), app))
         for q, hub in service.hubs.items():
             port = getattr(cfg.mjpeg, q).port
             if port is not None:
                 sock = bind_tcp(cfg.http.bind, port, f"mjpeg.{q}.port")
-                listeners.append((f"MJPEG {q}", sock, mjpeg_http.port_app(hub, cfg.mjpeg.client_timeout)))
+                port_app = guarded(mjpeg_http.port_app(hub, lambda: service.cfg.mjpeg.client_timeout), True)
+                listeners.append((f"MJPEG {q}", sock, port_app))
         if cfg.rtsp.enabled:  # gst-rtsp-server binds it itself: check it is free first, for a clear error
             bind_tcp(cfg.rtsp.bind, cfg.rtsp.port, "rtsp.port").close()
     except PortError as e:
