@@ -27,6 +27,7 @@ from cuecast.fisheye.model import FisheyeModel
 
 MIN_VIEWS = 6  # fewer cannot pin down 4 intrinsics + 4 distortion terms reliably
 OUTLIER_FACTOR = 4.0  # a view whose RMS exceeds this many times the median is dropped
+MIN_BOARD_AREA = 0.002  # fraction of the image a board's corners must span to be a usable view
 TERM = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 200, 1e-9)
 BASE_FLAGS = cv2.fisheye.CALIB_RECOMPUTE_EXTRINSIC | cv2.fisheye.CALIB_FIX_SKEW
 
@@ -184,6 +185,18 @@ def solve(views: list[View], board: tuple[int, int], square: float, *, balance: 
     obj = object_points(board, square)
     say = progress or (lambda _msg: None)
     notes: list[str] = []
+    # Views whose corners are bunched together (a misdetection, or a board too far away) are dropped before
+    # OpenCV sees them: on such input cv2.fisheye.calibrate can assert in InitExtrinsics, and under some
+    # thread schedules that aborts the whole process instead of raising.
+    early: dict[str, str] = {}
+    min_area = MIN_BOARD_AREA * size[0] * size[1]
+    for v in views:
+        area = float(cv2.contourArea(cv2.convexHull(v.corners.reshape(-1, 2).astype(np.float32))))
+        if area < min_area:
+            early[v.name] = f"board covers {100 * area / (size[0] * size[1]):.2f}% of the image: misdetected or too far"
+    views = [v for v in views if v.name not in early]
+    if len(views) < MIN_VIEWS:
+        raise CalibrationFailed(f"{len(views)} usable views; at least {MIN_VIEWS} are needed (20 or more is better)")
 
     # 1. Initialise from the well-conditioned views (CHECK_COND), dropping only for the initialisation.
     init_dropped: dict[str, str] = {}
@@ -195,7 +208,7 @@ def solve(views: list[View], board: tuple[int, int], square: float, *, balance: 
     say(f"initial estimate from {len(init_views)} views")
 
     # 2. Refine with every view from that guess, without the condition check that rejects periphery views.
-    dropped: dict[str, str] = {}
+    dropped: dict[str, str] = dict(early)
     used, (rms, K, D, rvecs, tvecs) = _robust(
         views, obj, size, BASE_FLAGS | cv2.fisheye.CALIB_USE_INTRINSIC_GUESS, dropped,
         "pose could not be estimated (InitExtrinsics)", K0, D0,
