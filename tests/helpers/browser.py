@@ -33,7 +33,7 @@ class Browser:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         port_file = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # the first start on a fresh machine builds font caches
         while not port_file.exists() or not port_file.read_text().strip():
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 self.close()
@@ -65,7 +65,7 @@ class Browser:
         self.call("Page.enable")
         self.call("Page.navigate", url=url)
 
-    def wait_for(self, expression: str, timeout: float = 15.0) -> Any:
+    def wait_for(self, expression: str, timeout: float = 30.0) -> Any:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
