@@ -57,6 +57,7 @@ def test_http_camera_lost_and_back(tmp_path: Path) -> None:
             assert len(reader.times) > frames_during_outage  # the browser stream stayed open and moving
             cam = MjpegCamera(640, 480, fps=30, port=port).start()
             back = wait_for_frame(c, False, 15)
+            print(f"http camera back -> first real shm frame after {back:.2f} s" if back else "not back")
             assert back is not None and back <= RETURN_WITHIN_S, (back, svc.log())
         assert reader.is_alive() and svc.proc.poll() is None
         wait_http(f"{api}/healthz")
@@ -83,6 +84,7 @@ def test_file_deleted_and_replaced(tmp_path: Path) -> None:
             assert "is gone" in svc.log()
             shutil.copy(spare, clip)
             back = wait_for_frame(c, False, 15)
+            print(f"file back -> first real shm frame after {back:.2f} s" if back else "not back")
             assert back is not None and back <= RETURN_WITHIN_S, (back, svc.log())
         assert svc.proc.poll() is None
     finally:

@@ -1,0 +1,179 @@
+"""Full-load bench (issue 7): S2 every output busy, S4 idle cost, S6 kernel floor and the overhead ratio.
+
+Source: a 1080p30 MJPEG clip (what a USB camera delivers) with the demo fisheye calibration, so the whole
+path runs: decode, correction, BGR for shared memory, x264, two MJPEG encodes. Clients run in their own
+processes (cuecast consume, ffmpeg, bench/readers.py) so their CPU is not the service's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+
+from bench.common import cpu_percent, free_ports, make_mjpeg_clip, service_env, start_service, stop, table, write_report
+from bench.mjpeg import CLIP, wait_port
+from cuecast.fisheye.demo import demo_calibration_path, demo_model
+from cuecast.fisheye.maps import build_maps
+
+S2_SECONDS = 60
+IDLE_SECONDS = 20
+KERNEL_FRAMES = 150
+
+
+def gst_cpu_ms(desc: str, frames: int) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(["gst-launch-1.0", "-q", *desc.split()], check=True, timeout=300)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1000 / frames
+
+
+def kernel_floor() -> dict[str, float]:
+    """The irreducible per-frame kernels, timed alone (CPU ms per frame)."""
+    n = KERNEL_FRAMES
+    src = f"filesrc location={CLIP} ! matroskademux ! jpegdec ! identity eos-after={n}"
+    raw = (f"videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=I420,width=1920,height=1080,"
+           "framerate=30/1")
+    base = gst_cpu_ms(f"{raw} ! fakesink", n)
+    k = {
+        "MJPEG decode 1080p": gst_cpu_ms(f"{src} ! fakesink", n) - gst_cpu_ms(
+            f"filesrc location={CLIP} ! matroskademux ! identity eos-after={n} ! fakesink", n),
+        "x264 ultrafast 1080p": gst_cpu_ms(f"{raw} ! x264enc tune=zerolatency speed-preset=ultrafast "
+                                           "bitrate=4000 key-int-max=30 ! fakesink", n) - base,
+        "scale+JPEG 720p": gst_cpu_ms(f"{raw} ! videoscale ! video/x-raw,width=1280,height=720 ! jpegenc "
+                                      "quality=80 ! fakesink", n) - base,
+        "scale+JPEG 480p (x0.5, 15 fps)": 0.5 * (gst_cpu_ms(
+            f"{raw} ! videoscale ! video/x-raw,width=640,height=480 ! jpegenc quality=80 ! fakesink", n) - base),
+    }
+    maps = build_maps(demo_model(), 1920, 1080, chroma=True)
+    i420 = np.random.default_rng(0).integers(0, 255, (1620, 1920), np.uint8)
+    out = np.empty_like(i420)
+    bgr = np.empty((1080, 1920, 3), np.uint8)
+    t0 = time.process_time()
+    for _ in range(n):
+        cv2.remap(i420[:1080], maps.full[0], maps.full[1], cv2.INTER_LINEAR, dst=out[:1080])
+        for a, b in ((1080, 1350), (1350, 1620)):
+            cv2.remap(i420[a:b].reshape(540, 960), maps.half[0], maps.half[1], cv2.INTER_LINEAR,
+                      dst=out[a:b].reshape(540, 960))
+    k["remap I420 1080p"] = (time.process_time() - t0) * 1000 / n
+    t0 = time.process_time()
+    for _ in range(n):
+        cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420, dst=bgr)
+    k["I420->BGR (cvtColor)"] = (time.process_time() - t0) * 1000 / n
+    return k
+
+
+def s2(tmp: Path) -> dict[str, object]:
+    ports = free_ports(4)
+    sock = tmp / "s2"
+    proc = start_service("--source", str(CLIP), "--calibration", str(demo_calibration_path()),
+                         "--shm-socket", str(sock), env_extra=service_env(ports), log=tmp / "s2.log")
+    api = f"http://127.0.0.1:{ports[0]}"
+    res: dict[str, object] = {}
+    try:
+        wait_port(ports[0])
+        time.sleep(2)
+        # S4 first: idle, then with only the shm consumer.
+        res["idle_cpu"], _ = cpu_percent(proc.pid, IDLE_SECONDS)
+        shm = subprocess.Popen([sys.executable, "-m", "cuecast", "consume", "--socket", str(sock)],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(3)
+        res["shm_only_cpu"], _ = cpu_percent(proc.pid, IDLE_SECONDS)
+        url = f"rtsp://127.0.0.1:{ports[3]}/high"
+        rtsp = [subprocess.Popen(["ffmpeg", "-nostdin", "-rtsp_transport", t, "-i", url, "-t", str(S2_SECONDS + 5),
+                                  "-f", "null", "-"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for t in ("tcp", "udp")]
+        readers = subprocess.Popen([sys.executable, str(Path(__file__).with_name("readers.py")), str(S2_SECONDS),
+                                    f"{ports[1]}:10", f"{ports[2]}:3"], stdout=subprocess.PIPE, text=True)
+        time.sleep(2.5)  # readers' own warm-up
+        before = httpx.get(f"{api}/api/status", timeout=5).json()
+        t0 = time.monotonic()
+        samples: list[tuple[float, float]] = []
+
+        def sample() -> None:
+            for _ in range(int(S2_SECONDS / 5)):
+                samples.append(cpu_percent(proc.pid, 5))
+
+        th = threading.Thread(target=sample)
+        th.start()
+        th.join()
+        wall = time.monotonic() - t0
+        after = httpx.get(f"{api}/api/status", timeout=5).json()
+        per_client = json.loads(readers.communicate(timeout=60)[0])
+        rtsp_fps = []
+        for p in rtsp:
+            err = p.communicate(timeout=120)[1]
+            frames = [int(x) for x in re.findall(r"frame=\s*(\d+)", err)]
+            rtsp_fps.append(frames[-1] / (S2_SECONDS + 5) if frames else 0.0)
+        shm.terminate()
+        shm_lines = shm.communicate(timeout=10)[0].splitlines()
+        shm_fps = [float(m.group(1)) for line in shm_lines[-S2_SECONDS:] if (m := re.search(r"fps ([\d.]+)", line))]
+        outs_b, outs_a = before["outputs"], after["outputs"]
+        res.update({
+            "cpu": [c for c, _ in samples], "rss": max(r for _, r in samples),
+            "shm_fps": float(np.median(shm_fps[-S2_SECONDS // 2:])) if shm_fps else 0.0,
+            "mjpeg_medium": [c["fps"] for c in per_client if c["port"] == ports[1]],
+            "mjpeg_low": [c["fps"] for c in per_client if c["port"] == ports[2]],
+            "rtsp": rtsp_fps,
+            "source_fps": (after["source"]["frames"] - before["source"]["frames"]) / wall,
+            "dropped_medium": outs_a["mjpeg_medium"]["frames_dropped_slow_clients"]
+            - outs_b["mjpeg_medium"]["frames_dropped_slow_clients"],
+            "dropped_low": outs_a["mjpeg_low"]["frames_dropped_slow_clients"]
+            - outs_b["mjpeg_low"]["frames_dropped_slow_clients"],
+        })
+    finally:
+        stop(proc)
+    return res
+
+
+def main() -> None:
+    make_mjpeg_clip(CLIP)
+    kernels = kernel_floor()
+    with tempfile.TemporaryDirectory() as d:
+        r = s2(Path(d))
+    cpu = sorted(r["cpu"])  # type: ignore[arg-type]
+    cpu_med = float(np.median(cpu))
+    floor_ms = sum(kernels.values())
+    floor_pct = floor_ms * 30 / 10
+    med, low, rtsp = r["mjpeg_medium"], r["mjpeg_low"], r["rtsp"]  # type: ignore[misc]
+    rows = [
+        ["source frames per second (pipeline in)", f"{r['source_fps']:.1f}", "30"],
+        ["shm consumer fps (median)", f"{r['shm_fps']:.1f}", ">= 29.5"],
+        ["RTSP clients fps (tcp, udp)", ", ".join(f"{x:.1f}" for x in rtsp), ">= 29.5"],
+        ["MJPEG 8001 clients fps min / median / max (10 clients)",
+         f"{min(med):.1f} / {np.median(med):.1f} / {max(med):.1f}", ">= 29.5"],
+        ["MJPEG 8002 clients fps min / median / max (3 clients)",
+         f"{min(low):.1f} / {np.median(low):.1f} / {max(low):.1f}", ">= 14.8"],
+        ["frames skipped for slow clients (8001, 8002)", f"{r['dropped_medium']}, {r['dropped_low']}", ""],
+        [f"service CPU % min / median / max (5 s windows over {S2_SECONDS} s)",
+         f"{cpu[0]:.0f} / {cpu_med:.0f} / {cpu[-1]:.0f}", "<= 160"],
+        ["service RSS (MiB, max)", f"{r['rss']:.0f}", ""],
+        ["S4: CPU % with nothing connected", f"{r['idle_cpu']:.1f}", ""],
+        ["S4: CPU % with only the shm consumer", f"{r['shm_only_cpu']:.1f}", ""],
+    ]
+    krows = [[name, f"{ms:.2f}"] for name, ms in kernels.items()]
+    krows += [["sum (core-ms per frame)", f"{floor_ms:.1f}"],
+              ["sum at 30 fps (% of a core)", f"{floor_pct:.0f}"],
+              ["S2 CPU / kernel floor (overhead ratio)", f"{cpu_med / floor_pct:.2f}  (target <= 1.10)"]]
+    body = (
+        "S2: 1080p30 MJPEG clip + demo fisheye calibration; 1 shm consumer (`cuecast consume`), 2 RTSP clients "
+        "(ffmpeg tcp+udp), 10 MJPEG clients on 8001 and 3 on 8002 (bench/readers.py), "
+        f"{S2_SECONDS} s.\n\n" + table(["measure", "value", "target"], rows)
+        + "\n\nS6 kernel floor, each kernel alone in the same run (CPU ms per frame):\n\n"
+        + table(["kernel", "ms"], krows)
+    )
+    write_report("full_load", "Full load (S2, S4, S6)", body)
+
+
+if __name__ == "__main__":
+    main()
