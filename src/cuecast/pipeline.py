@@ -72,6 +72,10 @@ class Branch(Protocol):
         """Called once the pipeline is PLAYING."""
         ...
 
+    def active(self) -> bool:
+        """Does anyone consume this output now? (When no output is active, frames skip the correction.)"""
+        ...
+
     def stopped(self) -> None:
         """Called after the pipeline reached NULL: release OS resources."""
         ...
@@ -124,6 +128,7 @@ class CapturePipeline:
         self._running = False
         self._restart_id: int | None = None
         self.frames_in = 0
+        self.frames_idle = 0  # dropped at the entry because no output had a consumer
         self.restarts = 0
         self.last_error: str | None = None
 
@@ -155,6 +160,8 @@ class CapturePipeline:
         pipeline = Gst.parse_launch(self.description())
         assert isinstance(pipeline, Gst.Pipeline)
         self._appsrc = pipeline.get_by_name("cuecast_src")
+        # Nobody consuming any output: frames stop here, before correction and every branch.
+        self._appsrc.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._any_demand)
         self._balance = pipeline.get_by_name("cuecast_balance")
         self.apply_controls(self.controls)
         self._fisheye_el = pipeline.get_by_name("cuecast_fisheye")
@@ -219,6 +226,12 @@ class CapturePipeline:
         elif msg.type == Gst.MessageType.WARNING:
             warn, _dbg = msg.parse_warning()
             log.warning("output pipeline: %s", warn.message)
+
+    def _any_demand(self, _pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if any(b.active() for b in self.branches):
+            return Gst.PadProbeReturn.OK
+        self.frames_idle += 1
+        return Gst.PadProbeReturn.DROP
 
     def _restart(self) -> bool:
         self._restart_id = None

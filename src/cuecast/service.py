@@ -302,6 +302,7 @@ class Service:
             "source": source,
             "pipeline": {
                 "frames_in": self.pipeline.frames_in if self.pipeline else 0,
+                "frames_idle": self.pipeline.frames_idle if self.pipeline else 0,
                 "restarts": self.pipeline.restarts if self.pipeline else 0,
                 "last_error": self.pipeline.last_error if self.pipeline else None,
             },

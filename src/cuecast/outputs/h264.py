@@ -121,6 +121,9 @@ class H264Output:
     def started(self) -> None:
         pass
 
+    def active(self) -> bool:
+        return self.hub.demand
+
     def stopped(self) -> None:
         self._enc_src = None
 

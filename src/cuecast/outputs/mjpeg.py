@@ -241,6 +241,9 @@ class MjpegOutput:
     def started(self) -> None:
         pass
 
+    def active(self) -> bool:
+        return self.hub.demand
+
     def stopped(self) -> None:
         self._encoder = None
 

@@ -171,6 +171,9 @@ class ShmOutput:
         sink.connect("client-connected", self._on_client, 1)
         sink.connect("client-disconnected", self._on_client, -1)
 
+    def active(self) -> bool:
+        return self.clients > 0
+
     def _on_client(self, _sink: Gst.Element, _fd: int, delta: int) -> None:
         self.clients = max(0, self.clients + delta)
         log.info("shm consumer %s (%d connected)", "connected" if delta > 0 else "left", self.clients)
