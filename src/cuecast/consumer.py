@@ -26,7 +26,8 @@ from cuecast.gst import Gst
 log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 0.1  # how often to retry a missing or dead producer (resume well within 1 s)
-BUS_POLL_NS = 50 * Gst.MSECOND  # how quickly stop() is noticed
+BUS_POLL_NS = 50 * Gst.MSECOND
+STALE_RETRY_S = 2.0  # retry a socket file that failed, unless it is replaced sooner  # how quickly stop() is noticed
 
 
 class GStreamerFrameConsumer:
@@ -52,6 +53,8 @@ class GStreamerFrameConsumer:
         self._local_seq = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._failed_ident: tuple[int, int] | None = None
+        self._failed_at = 0.0
         self.connected = False
         self.frames_received = 0
         self.reconnects = 0
@@ -118,6 +121,27 @@ class GStreamerFrameConsumer:
 
     # -- worker thread -------------------------------------------------------------------------------
 
+    def _worth_trying(self) -> bool:
+        """A socket file can outlive its producer (kill -9), and shmsrc on such a file fails noisily
+        (GStreamer-CRITICAL on every retry). After a failure, wait until the file is replaced (a new
+        producer: new inode/ctime) or STALE_RETRY_S has passed."""
+        try:
+            st = self.socket_path.stat()
+        except OSError:
+            return False
+        ident = (st.st_ino, st.st_ctime_ns)  # inode numbers are reused at once on tmpfs: add the ctime
+        if ident == self._failed_ident and time.monotonic() - self._failed_at < STALE_RETRY_S:
+            return False
+        return True
+
+    def _remember_failure(self) -> None:
+        try:
+            st = self.socket_path.stat()
+            self._failed_ident = (st.st_ino, st.st_ctime_ns)
+        except OSError:
+            self._failed_ident = None
+        self._failed_at = time.monotonic()
+
     def _build(self) -> tuple[Gst.Pipeline, Gst.Element]:
         pipeline = Gst.Pipeline.new("consumer")
         src = Gst.ElementFactory.make("shmsrc", None)
@@ -138,12 +162,13 @@ class GStreamerFrameConsumer:
     def _run(self) -> None:
         was_connected = False
         while not self._stop.is_set():
-            if not self.socket_path.exists():
+            if not self._worth_trying():
                 self._stop.wait(self.reconnect_interval)
                 continue
             pipeline, _sink = self._build()
             if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
                 pipeline.set_state(Gst.State.NULL)
+                self._remember_failure()
                 self._stop.wait(self.reconnect_interval)
                 continue
             bus = pipeline.get_bus()
@@ -159,6 +184,7 @@ class GStreamerFrameConsumer:
                     break
             self.connected = False
             pipeline.set_state(Gst.State.NULL)
+            self._remember_failure()
             if not self._stop.is_set():
                 self._stop.wait(self.reconnect_interval)
 
