@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from cuecast.ports import free_ports  # noqa: F401 - re-exported for the benches
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -94,19 +96,6 @@ def make_mjpeg_clip(path: Path, seconds: int = 10, size: str = "1920x1080", fps:
             check=True, timeout=300,
         )
     return path
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def service_env(ports: list[int]) -> dict[str, str]:

@@ -7,13 +7,32 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstApp", "1.0")
 gi.require_version("GstVideo", "1.0")
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
 from gi.repository import GLib, Gst, GstApp, GstVideo  # noqa: E402
 
 Gst.init(None)
 
-__all__ = ["GLib", "Gst", "GstApp", "GstVideo", "element_available"]
+__all__ = ["GLib", "Gst", "GstApp", "GstVideo", "element_available", "mapped"]
 
 
 def element_available(name: str) -> bool:
     """True when a GStreamer element factory of this name is installed."""
     return Gst.ElementFactory.find(name) is not None
+
+
+class MapError(Exception):
+    """A buffer could not be mapped."""
+
+
+@contextmanager
+def mapped(buf: Gst.Buffer, flags: Gst.MapFlags) -> Iterator[memoryview]:
+    """The buffer's memory for the duration of the block (unmapped however the block ends)."""
+    ok, info = buf.map(flags)
+    if not ok:
+        raise MapError("could not map buffer")
+    try:
+        yield info.data
+    finally:
+        buf.unmap(info)

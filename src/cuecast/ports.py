@@ -68,3 +68,15 @@ def bind_tcp(host: str, port: int, what: str) -> socket.socket:
         raise PortError(f"{what}: cannot listen on {host}:{port}: {e.strerror}") from None
     sock.setblocking(False)
     return sock
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct free TCP ports (held open together so none is handed out twice); for tests and benches."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

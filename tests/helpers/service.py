@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cuecast.ports import free_ports
+
 
 def start_timeout() -> float:
     return 20.0
@@ -84,20 +86,6 @@ def run_cli(*args: str, timeout: float = 30, env: dict[str, str] | None = None) 
     return subprocess.run(
         [sys.executable, "-m", "cuecast", *args], capture_output=True, text=True, timeout=timeout, env=full_env
     )
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together so none is handed out twice)."""
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def http_env(**extra: str) -> tuple[dict[str, str], dict[str, int]]:

@@ -20,7 +20,7 @@ from gi.repository import GObject, GstBase  # noqa: E402
 
 from cuecast.fisheye.maps import Maps, build_maps  # noqa: E402
 from cuecast.fisheye.model import CalibrationError, FisheyeModel, load_model  # noqa: E402
-from cuecast.gst import Gst, GstVideo  # noqa: E402
+from cuecast.gst import Gst, GstVideo, MapError, mapped  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -173,26 +173,19 @@ class FisheyeUndistort(GstBase.BaseTransform):
             except CalibrationError as e:
                 self._error(str(e))
                 return Gst.FlowReturn.ERROR
-        ok_in, mi = inbuf.map(Gst.MapFlags.READ)
-        if not ok_in:
-            return Gst.FlowReturn.ERROR
-        ok_out, mo = outbuf.map(Gst.MapFlags.WRITE)
-        if not ok_out:
-            inbuf.unmap(mi)
-            return Gst.FlowReturn.ERROR
         try:
-            w, h = info.width, info.height
-            if info.finfo.format == GstVideo.VideoFormat.BGR:
-                self._remap(_plane(mi.data, info, 0, w, h, 3), _plane(mo.data, info, 0, w, h, 3), maps.full, 0)
-            else:
-                assert maps.half is not None
-                self._remap(_plane(mi.data, info, 0, w, h), _plane(mo.data, info, 0, w, h), maps.full, 0)
-                for idx in (1, 2):
-                    self._remap(_plane(mi.data, info, idx, w // 2, h // 2),
-                                _plane(mo.data, info, idx, w // 2, h // 2), maps.half, CHROMA_BORDER)
-        finally:
-            outbuf.unmap(mo)
-            inbuf.unmap(mi)
+            with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
+                w, h = info.width, info.height
+                if info.finfo.format == GstVideo.VideoFormat.BGR:
+                    self._remap(_plane(src, info, 0, w, h, 3), _plane(dst, info, 0, w, h, 3), maps.full, 0)
+                else:
+                    assert maps.half is not None
+                    self._remap(_plane(src, info, 0, w, h), _plane(dst, info, 0, w, h), maps.full, 0)
+                    for idx in (1, 2):
+                        self._remap(_plane(src, info, idx, w // 2, h // 2),
+                                    _plane(dst, info, idx, w // 2, h // 2), maps.half, CHROMA_BORDER)
+        except MapError:
+            return Gst.FlowReturn.ERROR
         return Gst.FlowReturn.OK
 
     @staticmethod

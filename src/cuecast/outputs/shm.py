@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from cuecast.frame import TRAILER_SIZE, FrameInfo, buffer_size
-from cuecast.gst import Gst
+from cuecast.gst import Gst, MapError, mapped
 from cuecast.pipeline import CapturePipeline, FrameMeta
 
 log = logging.getLogger(__name__)
@@ -237,30 +237,23 @@ class ShmOutput:
         meta = frames.frame_meta(inbuf) or FrameMeta(inbuf.offset, 0, 0, False)
         w, h = self.width, self.height
         out = self._new_buffer(buffer_size(w, h))
-        ok_in, mi = inbuf.map(Gst.MapFlags.READ)
-        if not ok_in:
-            return Gst.FlowReturn.OK
-        ok_out, mo = out.map(Gst.MapFlags.WRITE)
-        if not ok_out:
-            inbuf.unmap(mi)
-            return Gst.FlowReturn.OK
         try:
-            yuv = np.frombuffer(mi.data, np.uint8, count=in_w * in_h * 3 // 2).reshape(in_h * 3 // 2, in_w)
-            dst = np.ndarray((h, w, 3), np.uint8, buffer=mo.data)
-            if (in_w, in_h) == (w, h):
-                cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=dst)
-            else:
-                with self._lock:
-                    if self._scratch is None or self._scratch.shape[:2] != (in_h, in_w):
-                        self._scratch = np.empty((in_h, in_w, 3), np.uint8)
-                    cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=self._scratch)
-                    cv2.resize(self._scratch, (w, h), dst=dst, interpolation=cv2.INTER_AREA)
-            info = FrameInfo(meta.seq, meta.capture_ns, meta.capture_wall_ns, w, h, meta.placeholder)
-            trailer = np.ndarray((TRAILER_SIZE,), np.uint8, buffer=mo.data, offset=w * h * 3)
-            trailer[:] = np.frombuffer(info.pack(), np.uint8)
-        finally:
-            out.unmap(mo)
-            inbuf.unmap(mi)
+            with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(out, Gst.MapFlags.WRITE) as dst_mem:
+                yuv = np.frombuffer(src, np.uint8, count=in_w * in_h * 3 // 2).reshape(in_h * 3 // 2, in_w)
+                dst = np.ndarray((h, w, 3), np.uint8, buffer=dst_mem)
+                if (in_w, in_h) == (w, h):
+                    cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=dst)
+                else:
+                    with self._lock:
+                        if self._scratch is None or self._scratch.shape[:2] != (in_h, in_w):
+                            self._scratch = np.empty((in_h, in_w, 3), np.uint8)
+                        cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=self._scratch)
+                        cv2.resize(self._scratch, (w, h), dst=dst, interpolation=cv2.INTER_AREA)
+                info = FrameInfo(meta.seq, meta.capture_ns, meta.capture_wall_ns, w, h, meta.placeholder)
+                trailer = np.ndarray((TRAILER_SIZE,), np.uint8, buffer=dst_mem, offset=w * h * 3)
+                trailer[:] = np.frombuffer(info.pack(), np.uint8)
+        except MapError:
+            return Gst.FlowReturn.OK
         out.pts = inbuf.pts
         out.duration = inbuf.duration
         out.offset = inbuf.offset
