@@ -153,6 +153,7 @@ class HttpConfig(_Model):
     max_connections: int = Field(200, ge=1, le=10_000, description="open requests per server; more get 503")
     max_connections_per_ip: int = Field(30, ge=1, le=10_000, description="open requests per client address")
     max_query_bytes: int = Field(2048, ge=64, le=65536)
+    header_timeout: float = Field(10.0, ge=0.5, le=300, description="close clients that send headers slower")
 
 
 class AuthConfig(_Model):

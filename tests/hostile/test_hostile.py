@@ -287,3 +287,31 @@ def test_without_a_token_changes_come_from_loopback_only() -> None:
         asyncio.run(guard(scope, receive, send))
     starts = [m["status"] for m in sent if m["type"] == "http.response.start"]
     assert starts == [403, 200] and calls == ["127.0.0.1"]
+
+
+def test_slowloris_partial_headers_are_closed(tmp_path: Path) -> None:
+    """A client that trickles its request headers is disconnected after http.header_timeout; a normal request
+    on another connection is served meanwhile."""
+    s = Svc(tmp_path, CUECAST_HTTP__HEADER_TIMEOUT="2")
+    try:
+        slow = []
+        for port in (s.ports["api"], s.ports["medium"]):
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            c.settimeout(10)
+            slow.append(c)
+        t0 = time.monotonic()
+        assert httpx.get(f"{s.api}/healthz", timeout=5).status_code == 200
+        for c in slow:
+            for _ in range(3):
+                try:
+                    c.sendall(b"a")  # a byte now and then, never the end of the headers
+                except OSError:
+                    break
+                time.sleep(0.5)
+            assert c.recv(1024) == b""  # closed by the server
+            c.close()
+        assert time.monotonic() - t0 < 9
+        assert "request headers not complete within 2 s" in s.proc.log()
+    finally:
+        s.proc.close()

@@ -26,6 +26,7 @@ from cuecast.service import Service, StartupError
 from cuecast.web import mjpeg_http
 from cuecast.web.api import create_app, with_limits
 from cuecast.web.guard import Guard
+from cuecast.web.protocol import DeadlineHttpProtocol
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,12 @@ class FatalStartup(Exception):
     """Bad input found at start-up: exit 2 with this message."""
 
 
-def _uvicorn(app: object, name: str) -> _Server:
+def _uvicorn(app: object, name: str, header_timeout: float) -> _Server:
+    protocol = type("CuecastHttpProtocol", (DeadlineHttpProtocol,), {"header_timeout": header_timeout})
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
         timeout_keep_alive=KEEPALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
+        http=protocol,
     )
     server = _Server(config)
     server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
@@ -160,7 +163,7 @@ async def serve(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
         chores.append(asyncio.create_task(_watchdog(service, interval)))
     try:
         for name, sock, app in listeners:
-            server = _uvicorn(app, name)
+            server = _uvicorn(app, name, cfg.http.header_timeout)
             servers.append(server)
             tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
             host, port = sock.getsockname()[:2]
