@@ -13,11 +13,13 @@ from enum import StrEnum
 from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -38,7 +40,7 @@ class Quality(StrEnum):
 class ControlsUpdate(BaseModel):
     """Any subset of the picture controls; omitted fields keep their value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not a brightness
     brightness: float | None = Field(None, ge=-1.0, le=1.0)
     contrast: float | None = Field(None, ge=0.0, le=2.0)
     saturation: float | None = Field(None, ge=0.0, le=2.0)
@@ -191,7 +193,11 @@ def create_app(service: Service) -> FastAPI:
     async def get_controls() -> ControlsConfig:
         return service.cfg.controls
 
-    @app.put("/api/controls", response_model=ControlsResult, summary="Change picture controls live")
+    @app.put("/api/controls", response_model=ControlsResult, summary="Change picture controls live",
+             responses={400: {"description": "Body is not valid JSON"},
+                        401: {"description": "auth.token is set and the bearer token is missing or wrong"},
+                        403: {"description": "No auth.token configured and the client is not on this machine"},
+                        413: {"description": "Body too large"}})
     async def put_controls(update: ControlsUpdate) -> ControlsResult:
         async with controls_lock:
             merged = service.cfg.controls.model_dump() | update.model_dump(exclude_none=True)
@@ -206,6 +212,16 @@ def create_app(service: Service) -> FastAPI:
                     log.warning("controls applied but not saved to %s: %s", service.config_path, e)
             log.info("controls set: %s", ", ".join(f"{k}={v}" for k, v in controls.model_dump().items()))
             return ControlsResult(**controls.model_dump(), persisted_to=persisted)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette lists only one route's methods; list every method this path supports.
+            methods = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.path == request.url.path
+                              for m in r.methods})
+            headers["Allow"] = ", ".join(methods)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     assert set(q.value for q in Quality) == set(QUALITIES)
     return app
