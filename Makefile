@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench soak lint clean
 
 setup:
 	@VENV=$(VENV) ./scripts/setup.sh
@@ -17,6 +17,9 @@ test: setup
 
 bench: setup
 	$(PY) bench/run_all.py
+
+soak: setup
+	$(PY) -c "import sys; sys.path.insert(0, '.'); import runpy; runpy.run_module('bench.soak', run_name='__main__')"
 
 lint: setup
 	$(PY) -m ruff check src tests bench examples
