@@ -124,3 +124,19 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait(5)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def save_plot(name: str, draw: object) -> str:
+    """Call draw(ax) on a fresh figure and save bench/results/NAME.png; returns a Markdown image line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    draw(ax)  # type: ignore[operator]
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / f"{name}.png", dpi=80)
+    plt.close(fig)
+    return f"\n\n![{name}]({name}.png)"

@@ -20,6 +20,7 @@ from bench.common import (
     free_ports,
     make_mjpeg_clip,
     percentile,
+    save_plot,
     service_env,
     start_service,
     stop,
@@ -156,6 +157,19 @@ def main() -> None:
         "clients are curl processes; CPU is % of one core for the whole service process.\n\n"
         + table(["scenario", "CPU %", "target"], rows) + "\n\n" + table(["measure", "value", "target"], lat_rows)
     )
+    def cpu_plot(ax: object) -> None:
+        ax.plot(list(CLIENT_COUNTS), [cpu[n] for n in CLIENT_COUNTS], "o-", label="cuecast (encode once)")
+        ax.plot([10], [naive_cpu], "s", color="red", label="naive per-client encode, 10 clients")
+        ax.set_xlabel("MJPEG clients on :8001")
+        ax.set_ylabel("service CPU, % of one core")
+        ax.legend()
+
+    def lat_plot(ax: object) -> None:
+        ax.hist(lat, bins=40)
+        ax.set_xlabel("source -> client latency (ms), 720p30")
+        ax.set_ylabel("frames")
+
+    body += save_plot("mjpeg_cpu_vs_clients", cpu_plot) + save_plot("mjpeg_latency", lat_plot)
     write_report("mjpeg", "HTTP MJPEG fan-out", body)
 
 

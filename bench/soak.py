@@ -46,7 +46,7 @@ def main() -> None:
             clients += [subprocess.Popen(["ffmpeg", "-nostdin", "-v", "quiet", "-rtsp_transport", t, "-i", url,
                                           "-f", "null", "-"], text=True) for t in ("tcp", "udp")]
             clients.append(subprocess.Popen([sys.executable, str(Path(__file__).with_name("readers.py")),
-                                             str(duration + WARMUP_S), f"{ports[1]}:10", f"{ports[2]}:3"],
+                                             str(duration + WARMUP_S + 60), f"{ports[1]}:10", f"{ports[2]}:3"],
                                             stdout=subprocess.DEVNULL, text=True))
             p = psutil.Process(proc.pid)
             t0 = time.monotonic()
