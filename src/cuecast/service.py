@@ -251,6 +251,8 @@ class Service:
         card = Placeholder(w, h, self.spec.describe() if self.spec else "?")
         period = 1.0 / fps
         next_t = time.monotonic()
+        shown: object = None
+        shown_bytes: GLib.Bytes | None = None
         while not self._stop_placeholder.wait(max(0.0, next_t - time.monotonic())):
             next_t += period
             if next_t < time.monotonic() - 1:  # fell far behind (suspended): resync
@@ -272,8 +274,9 @@ class Service:
                 self.signal_lost_mono = last if last is not None else now
                 log.warning("source %s: no signal; outputs show a placeholder", runner.spec.describe())
             frame = card.frame(now - self.signal_lost_mono)
-            buf = Gst.Buffer.new_wrapped(frame.tobytes())
-            pipeline.push(buf, time.monotonic_ns(), placeholder=True)
+            if frame is not shown:  # the card changes once a second: copy it into GLib memory only then
+                shown, shown_bytes = frame, GLib.Bytes.new(frame.tobytes())
+            pipeline.push(Gst.Buffer.new_wrapped_bytes(shown_bytes), time.monotonic_ns(), placeholder=True)
             self.placeholder_frames += 1
 
     def healthy(self) -> bool:

@@ -26,12 +26,13 @@ SNAPSHOT_WAIT_S = 3.0
 FPS_WINDOW_S = 3.0
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class JpegFrame:
     seq: int  # hub's own counter, +1 per published frame
     data: bytes
     capture_ns: int  # CLOCK_MONOTONIC of the source frame (0 if unknown)
     published_mono: float
+    wire: bytes | None = None  # the frame as sent (e.g. one multipart part), built once for all clients
 
 
 class HubFull(Exception):

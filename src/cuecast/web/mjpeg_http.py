@@ -76,7 +76,9 @@ async def stream(hub: FrameHub, scope: Scope, receive: Receive, send: Send, clie
             frame = await hub.next_frame(client)
             if frame is None:
                 break
-            chunk = part(frame.data, frame.seq, frame.capture_ns)
+            if frame.wire is None:  # framed once per frame, the same bytes for every client
+                frame.wire = part(frame.data, frame.seq, frame.capture_ns)
+            chunk = frame.wire
             try:
                 await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": True}),
                                        client_timeout)
