@@ -143,6 +143,36 @@ class RtspConfig(_Model):
     users: list[RtspUser] = Field(default_factory=list, description="basic auth; empty: no authentication")
 
 
+class WebRtcConfig(_Model):
+    """WebRTC playback of the H.264 stream (WHEP: POST /whep/high on the API port), from the RTSP encoder."""
+
+    enabled: bool = True
+    max_viewers: int = Field(4, ge=1, le=100, description="more get 503")
+    connect_timeout: float = Field(15.0, ge=2, le=120, description="end a session not connected this long")
+    addresses: list[str] = Field(default_factory=list, description="IPv4 addresses offered as ICE host "
+                                 "candidates; empty: 127.0.0.1 and every interface's")
+
+    @field_validator("addresses")
+    @classmethod
+    def _ipv4(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for a in v:
+            try:
+                ipaddress.IPv4Address(a)
+            except ValueError:
+                raise ValueError(f"{a!r} is not an IPv4 address") from None
+        return v
+
+
+class PublishTarget(_Model):
+    """Push the H.264 stream to a media server that re-serves it (nginx-rtmp, MediaMTX, ...)."""
+
+    url: str = Field(pattern=r"^(rtmps?|rtsps?)://[^/\s]+(/\S*)?$",
+                     description="rtmp://host[:port]/app/stream or rtsp://host[:port]/path")
+    enabled: bool = True
+
+
 class HttpConfig(_Model):
     """The API and viewer (FastAPI), and where every HTTP server binds."""
 
@@ -197,6 +227,8 @@ class Config(_Model):
     auth: AuthConfig = AuthConfig()
     mjpeg: MjpegConfig = MjpegConfig()
     rtsp: RtspConfig = RtspConfig()
+    webrtc: WebRtcConfig = WebRtcConfig()
+    publish: list[PublishTarget] = Field(default_factory=list, description="media servers to push H.264 to")
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
@@ -403,6 +435,14 @@ def save_controls(path: Path, controls: ControlsConfig) -> None:
     os.replace(tmp, path)
 
 
+def mask_url(url: str) -> str:
+    """The URL with any user:password@ part masked (for logs and status)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
 def dump_config(cfg: Config) -> str:
     """The effective configuration as YAML (what check-config prints); secrets are masked."""
     data = cfg.model_dump(mode="json")
@@ -410,4 +450,6 @@ def dump_config(cfg: Config) -> str:
         data["auth"]["token"] = "***"
     for user in data["rtsp"]["users"]:
         user["password"] = "***"
+    for target in data["publish"]:
+        target["url"] = mask_url(target["url"])
     return yaml.safe_dump(data, sort_keys=False)

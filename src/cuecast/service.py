@@ -22,8 +22,10 @@ from cuecast.fisheye.model import CalibrationError, load_model
 from cuecast.gst import GLib, Gst
 from cuecast.outputs.h264 import H264Hub, H264Output
 from cuecast.outputs.mjpeg import FrameHub, MjpegOutput
+from cuecast.outputs.publish import Publisher
 from cuecast.outputs.rtsp import RtspError, RtspServer
 from cuecast.outputs.shm import ShmError, ShmOutput
+from cuecast.outputs.webrtc import WebRtcOutput
 from cuecast.pipeline import Branch, CapturePipeline, FisheyeSetup
 from cuecast.sources import SourceError, SourceSpec, check_source, parse_source
 
@@ -85,6 +87,8 @@ class Service:
         self.h264_hub = H264Hub()
         self.h264: H264Output | None = None
         self.rtsp: RtspServer | None = None
+        self.webrtc: WebRtcOutput | None = None
+        self.publishers: list[Publisher] = []
         self.encoder: EncoderKind | None = None
         self.encoder_reason = ""
         self.cpu_percent = 0.0
@@ -127,7 +131,7 @@ class Service:
                 raise StartupError(str(e)) from None
             branches.append(self.shm)
         branches.extend(self.mjpeg.values())
-        if cfg.rtsp.enabled:
+        if self.h264_wanted:
             try:
                 self.encoder, self.encoder_reason = choose(cfg.rtsp.encoder)
             except EncoderError as e:
@@ -156,12 +160,29 @@ class Service:
             except RtspError as e:
                 self.stop()
                 raise StartupError(str(e)) from None
+        if cfg.webrtc.enabled:
+            self.webrtc = WebRtcOutput(self.h264_hub, cfg.webrtc.max_viewers, cfg.webrtc.connect_timeout,
+                                       cfg.webrtc.addresses or None)
+            try:
+                self.webrtc.start()
+            except RuntimeError as e:
+                self.stop()
+                raise StartupError(f"webrtc: {e}") from None
+        self.publishers = [Publisher(t.url, self.h264_hub, i) for i, t in enumerate(cfg.publish) if t.enabled]
+        for pub in self.publishers:
+            pub.start()
         self.runner = SourceRunner(spec, cfg.source, self.pipeline.push)
         self.runner.start()
         self._stop_placeholder.clear()
         self._placeholder_thread = threading.Thread(target=self._placeholder_loop, name="placeholder", daemon=True)
         self._placeholder_thread.start()
         log.info("cuecast %s started (pid %d), source %s", __version__, os.getpid(), spec.describe())
+
+    @property
+    def h264_wanted(self) -> bool:
+        """The H.264 encoder branch exists when RTSP, WebRTC or a publish target can use it."""
+        cfg = self.cfg
+        return cfg.rtsp.enabled or cfg.webrtc.enabled or any(t.enabled for t in cfg.publish)
 
     def _fisheye_setup(self, spec: SourceSpec) -> FisheyeSetup | None:
         fc = self.cfg.fisheye
@@ -201,6 +222,10 @@ class Service:
             self._placeholder_thread.join(timeout=2)
         if self.runner is not None:
             self.runner.stop()
+        for pub in self.publishers:
+            pub.stop()
+        if self.webrtc is not None:
+            self.webrtc.stop()
         if self.rtsp is not None:
             self.rtsp.stop()
         if self.pipeline is not None:
@@ -331,18 +356,26 @@ class Service:
             if q in self.hubs:
                 entry.update(self.hubs[q].stats())
             outputs[f"mjpeg_{q}"] = entry
-        rtsp: dict[str, Any] = {"enabled": self.rtsp is not None}
-        if self.rtsp is not None and self.encoder is not None:
+        h264: dict[str, Any] = {"enabled": self.encoder is not None}
+        if self.encoder is not None:
             hub = self.h264_hub
             w, h = self.cfg.rtsp_size
-            rtsp.update({
-                "url": self.rtsp.url, "clients": self.rtsp.clients, "consumers": hub.subscribers,
+            h264.update({
                 "encoder": self.encoder.element, "encoder_reason": self.encoder_reason, "encoding": hub.demand,
-                "width": w, "height": h, "fps_configured": self.cfg.rtsp.fps,
+                "consumers": hub.subscribers, "width": w, "height": h, "fps_configured": self.cfg.rtsp.fps,
                 "frames_encoded": hub.frames, "keyframes": hub.keyframes, "bytes_encoded": hub.bytes,
-                "auth": bool(self.cfg.rtsp.users),
             })
+        outputs["h264"] = h264
+        rtsp: dict[str, Any] = {"enabled": self.rtsp is not None}
+        if self.rtsp is not None:
+            rtsp.update({"url": self.rtsp.url, "clients": self.rtsp.clients, "auth": bool(self.cfg.rtsp.users),
+                         **{k: v for k, v in h264.items() if k != "enabled"}})
         outputs["rtsp"] = rtsp
+        webrtc: dict[str, Any] = {"enabled": self.webrtc is not None}
+        if self.webrtc is not None:
+            webrtc.update({"endpoint": "/whep/high", **self.webrtc.stats()})
+        outputs["webrtc"] = webrtc
+        out["publish"] = [p.stats() for p in self.publishers]
         return out
 
 

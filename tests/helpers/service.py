@@ -98,6 +98,7 @@ def http_env(**extra: str) -> tuple[dict[str, str], dict[str, int]]:
         "CUECAST_MJPEG__LOW__PORT": str(ports["low"]),
         "CUECAST_RTSP__PORT": str(ports["rtsp"]),
         "CUECAST_RTSP__BIND": "127.0.0.1",
+        "CUECAST_WEBRTC__ADDRESSES": "[127.0.0.1]",  # ICE host candidates on loopback only
     }
     env.update(extra)
     return env, ports

@@ -23,6 +23,9 @@ from cuecast.pipeline import CapturePipeline, DemandGate
 log = logging.getLogger(__name__)
 
 KEYFRAME_REREQUEST_S = 0.5  # one pending key-frame request serves every subscriber that joins meanwhile
+# A subscriber whose appsrc queues more than this is behind: it skips to the next key frame.
+MAX_QUEUED_BYTES = 4 * 2**20
+MAX_DRIFT_NS = 100 * Gst.MSECOND
 
 
 class H264Subscriber(Protocol):
@@ -84,6 +87,44 @@ class H264Hub:
                 need_key = True
         if need_key:
             self.request_keyframe()
+
+
+class AppsrcFeed:
+    """An H.264 subscriber that pushes into an appsrc (a client's RTSP media, the WebRTC or publish pipeline)."""
+
+    def __init__(self, name: str, appsrc: Gst.Element) -> None:
+        self.name = name
+        self.appsrc = appsrc
+        self.waiting_for_key = True
+        self._caps: Gst.Caps | None = None
+        self._anchor = -1
+        self._n = 0
+
+    def push(self, buf: Gst.Buffer, caps: Gst.Caps) -> bool:
+        if self.appsrc.get_property("current-level-bytes") > MAX_QUEUED_BYTES:
+            return False
+        if self._caps is None or not self._caps.is_equal(caps):
+            self._caps = caps
+            self.appsrc.set_property("caps", caps)
+        # Stamp in the media's own running time on a regular frame grid anchored at arrival time, like a
+        # camera: players see a steady frame rate instead of the encoder's jitter (a big key frame arriving
+        # late, the next frame right behind it). The grid re-anchors when it drifts from arrival time by more
+        # than MAX_DRIFT_NS (a skipped frame, a new base time between preroll and PLAY). Carrying our own PTS
+        # over with a fixed offset was tried first: the base-time change stalled clients.
+        out = buf.copy()
+        clock = self.appsrc.get_clock()
+        if clock is None:
+            out.pts = out.dts = Gst.CLOCK_TIME_NONE  # not playing yet: appsrc's do-timestamp fills them in
+        else:
+            now = clock.get_time() - self.appsrc.get_base_time()
+            step = buf.duration if buf.duration != Gst.CLOCK_TIME_NONE else Gst.SECOND // 30
+            ideal = self._anchor + self._n * step
+            if self._anchor < 0 or abs(ideal - now) > MAX_DRIFT_NS:
+                self._anchor, self._n, ideal = now, 0, now
+            self._n += 1
+            out.pts = out.dts = ideal
+        self.appsrc.emit("push-buffer", out)
+        return True
 
 
 class H264Output:

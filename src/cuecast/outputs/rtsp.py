@@ -20,14 +20,11 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GstRtspServer  # noqa: E402
 
 from cuecast.gst import GLib, Gst  # noqa: E402
-from cuecast.outputs.h264 import H264Hub  # noqa: E402
+from cuecast.outputs.h264 import AppsrcFeed, H264Hub  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-# A client whose media queues more than this is behind: it skips to the next key frame.
-MAX_QUEUED_BYTES = 4 * 2**20
 SESSION_CLEANUP_S = 2
-MAX_DRIFT_NS = 100 * Gst.MSECOND
 MEDIA_LAUNCH = (
     "( appsrc name=h264src is-live=true format=time do-timestamp=true block=false max-bytes=0 "
     'caps="video/x-h264,stream-format=byte-stream,alignment=au" '
@@ -38,44 +35,6 @@ ROLE = "viewer"
 
 class RtspError(Exception):
     """The RTSP server cannot start; the message says why."""
-
-
-class _MediaFeed:
-    """One client's media as an H.264 subscriber."""
-
-    def __init__(self, name: str, appsrc: Gst.Element) -> None:
-        self.name = name
-        self.appsrc = appsrc
-        self.waiting_for_key = True
-        self._caps: Gst.Caps | None = None
-        self._anchor = -1
-        self._n = 0
-
-    def push(self, buf: Gst.Buffer, caps: Gst.Caps) -> bool:
-        if self.appsrc.get_property("current-level-bytes") > MAX_QUEUED_BYTES:
-            return False
-        if self._caps is None or not self._caps.is_equal(caps):
-            self._caps = caps
-            self.appsrc.set_property("caps", caps)
-        # Stamp in the media's own running time on a regular frame grid anchored at arrival time, like a
-        # camera: players see a steady frame rate instead of the encoder's jitter (a big key frame arriving
-        # late, the next frame right behind it). The grid re-anchors when it drifts from arrival time by more
-        # than MAX_DRIFT_NS (a skipped frame, a new base time between preroll and PLAY). Carrying our own PTS
-        # over with a fixed offset was tried first: the base-time change stalled clients.
-        out = buf.copy()
-        clock = self.appsrc.get_clock()
-        if clock is None:
-            out.pts = out.dts = Gst.CLOCK_TIME_NONE  # not playing yet: appsrc's do-timestamp fills them in
-        else:
-            now = clock.get_time() - self.appsrc.get_base_time()
-            step = buf.duration if buf.duration != Gst.CLOCK_TIME_NONE else Gst.SECOND // 30
-            ideal = self._anchor + self._n * step
-            if self._anchor < 0 or abs(ideal - now) > MAX_DRIFT_NS:
-                self._anchor, self._n, ideal = now, 0, now
-            self._n += 1
-            out.pts = out.dts = ideal
-        self.appsrc.emit("push-buffer", out)
-        return True
 
 
 class RtspServer:
@@ -90,7 +49,7 @@ class RtspServer:
         self._cleanup_id = 0
         self._lock = threading.Lock()
         self._media_count = 0
-        self._feeds: dict[GstRtspServer.RTSPMedia, _MediaFeed] = {}
+        self._feeds: dict[GstRtspServer.RTSPMedia, AppsrcFeed] = {}
         self.clients = 0
         self.sessions_total = 0
 
@@ -173,7 +132,7 @@ class RtspServer:
         with self._lock:
             self._media_count += 1
             name = f"rtsp-client-{self._media_count}"
-        feed = _MediaFeed(name, appsrc)
+        feed = AppsrcFeed(name, appsrc)
         self._feeds[media] = feed
         self.hub.subscribe(feed)
         media.connect("unprepared", self._on_unprepared)

@@ -1,4 +1,4 @@
-"""The FastAPI app on :8000: stream proxy, snapshot, status, Prometheus metrics, live controls, viewer page.
+"""The FastAPI app on :8000: streams, WebRTC (WHEP) signalling, snapshot, status, metrics, controls, viewer.
 
 Owns the HTTP contract of the API (typed, documented at /docs): qualities are an enum (422 lists the
 allowed values), controls are bounded (422 names the field), bodies are size-limited (413), and the MJPEG
@@ -25,10 +25,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cuecast import __version__
 from cuecast.config import ControlsConfig, save_controls
+from cuecast.outputs.webrtc import WebRtcOutput, WhepError
 from cuecast.service import QUALITIES, Service
 from cuecast.web import mjpeg_http
 
 log = logging.getLogger(__name__)
+
+
+# Lets WHEP players served from another origin talk to us (a bearer token still guards it if configured).
+WHEP_CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Location, ETag"}
 
 
 class Quality(StrEnum):
@@ -174,6 +179,55 @@ def create_app(service: Service) -> FastAPI:
             await mjpeg_http.snapshot(hub, send)
 
         return _AsgiResponse(call)
+
+    def webrtc() -> WebRtcOutput:
+        if service.webrtc is None:
+            raise HTTPException(404, "WebRTC is disabled in the config (webrtc.enabled)", headers=WHEP_CORS)
+        return service.webrtc
+
+    @app.post("/whep/high", status_code=201, summary="WebRTC playback of the high stream (WHEP)",
+              description="Send an SDP offer (Content-Type: application/sdp, ICE candidates included); the "
+                          "answer carries every server candidate (no trickle). DELETE the Location to end.",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/sdp": {
+                  "schema": {"type": "string"}}}}},
+              responses={201: {"content": {"application/sdp": {}}, "description": "SDP answer",
+                               "headers": {"Location": {"schema": {"type": "string"}}}},
+                         400: {"description": "Malformed SDP offer"}, 404: {"description": "WebRTC disabled"},
+                         406: {"description": "No usable H.264 in the offer"},
+                         413: {"description": "Body too large"}, 415: {"description": "Not application/sdp"},
+                         503: {"description": "Viewer limit reached, or no frames yet"}})
+    async def whep_offer(request: Request) -> Response:
+        output = webrtc()
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/sdp":
+            raise HTTPException(415, "send the SDP offer with Content-Type: application/sdp", headers=WHEP_CORS)
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPException(400, "malformed SDP offer: not UTF-8 text", headers=WHEP_CORS) from None
+        peer = request.client.host if request.client else "?"
+        try:
+            sid, answer = await asyncio.to_thread(output.answer, text, peer)
+        except WhepError as e:
+            headers = {**WHEP_CORS, "Retry-After": "5"} if e.status == 503 else WHEP_CORS
+            raise HTTPException(e.status, str(e), headers=headers) from None
+        return Response(answer, status_code=201, media_type="application/sdp",
+                        headers={**WHEP_CORS, "Location": f"/whep/high/{sid}", "ETag": f'"{sid}"'})
+
+    @app.delete("/whep/high/{session}", summary="End a WebRTC (WHEP) session",
+                responses={404: {"description": "No such session"}})
+    async def whep_delete(session: str) -> Response:
+        if not await asyncio.to_thread(webrtc().close, session):
+            raise HTTPException(404, "no such WebRTC session: it ended already or never existed",
+                                headers=WHEP_CORS)
+        return Response(status_code=200, headers=WHEP_CORS)
+
+    @app.options("/whep/high", include_in_schema=False)
+    @app.options("/whep/high/{session}", include_in_schema=False)
+    async def whep_preflight() -> Response:
+        return Response(status_code=204, headers={
+            **WHEP_CORS, "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": "content-type, authorization", "Accept-Post": "application/sdp"})
 
     @app.get("/api/status", summary="Source, outputs, CPU, version")
     async def status() -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """HTTP guard for every server of the service (API and MJPEG ports): who may do what, and how much.
 
 Owns, as one ASGI middleware: bearer-token checks (constant-time, never logged) for state-changing requests
-and, with auth.protect_streams, for streams and snapshots (`Authorization: Bearer` or `?token=` for
-<img> tags); loopback-only changes when no token is configured; limits on open requests in total and per
-client address (503), on header size (431) and query length (414). Idle keep-alive limits are uvicorn's.
+and, with auth.protect_streams, for streams, snapshots and WebRTC (WHEP) sessions (`Authorization: Bearer`
+or `?token=` for <img> tags); loopback-only changes when no token is configured; limits on open requests in total and
+per client address (503), on header size (431) and query length (414). Idle keep-alive limits are uvicorn's.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 STREAM_PATHS = ("/stream/", "/snapshot.jpg")
+WHEP_PATH = "/whep/"  # WebRTC playback: POST/DELETE here start and end *viewing*, they change nothing
 OPEN_PATHS = {"/healthz"}
 MAX_HEADER_BYTES = 16 * 1024
 
@@ -77,7 +78,13 @@ class Guard:
             await send_text(send, 503, f"too many open requests from {ip}", [(b"retry-after", b"5")])
             return
         method, path = scope.get("method", "GET"), scope.get("path", "/")
-        if method in STATE_CHANGING:
+        if path.startswith(WHEP_PATH):
+            if self.protect_streams and method != "OPTIONS" and not self._token_ok(scope):
+                await send_text(send, 401, "this stream needs the token: Authorization: Bearer ...",
+                                [(b"www-authenticate", b'Bearer realm="cuecast"'),
+                                 (b"access-control-allow-origin", b"*")])
+                return
+        elif method in STATE_CHANGING:
             if self.token is None and not is_loopback(ip):
                 await send_text(send, 403, "changes are accepted from this machine only; set auth.token to allow "
                                            "them over the network")

@@ -1,0 +1,157 @@
+"""WebRTC (WHEP) with a real peer: headless Chromium plays the viewer's WebRTC mode (H.264 decoded, the
+video advances), and the WHEP endpoint refuses what it cannot serve with the status a player expects."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ARTIFACTS
+from tests.helpers.browser import Browser
+from tests.helpers.service import ServiceProcess, http_env, wait_http
+
+WEBRTC_FLAGS = ["--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+                "--autoplay-policy=no-user-gesture-required"]
+INBOUND_JS = """(async () => {
+  const pc = window.cuecast && window.cuecast.pc; if (!pc) return null;
+  const stats = await pc.getStats(); let inbound = null; const codecs = {};
+  stats.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
+                       if (s.type === 'codec') codecs[s.id] = s.mimeType; });
+  if (!inbound) return null;
+  return {decoded: inbound.framesDecoded || 0, width: inbound.frameWidth, height: inbound.frameHeight,
+          codec: codecs[inbound.codecId], state: pc.connectionState,
+          time: document.getElementById('video').currentTime};
+})()"""
+# An offer from Chromium itself, H.264 removed or kept: what a WHEP player would POST.
+OFFER_JS = """(async (codec) => {
+  const pc = new RTCPeerConnection(); const t = pc.addTransceiver('video', {direction: 'recvonly'});
+  if (codec) t.setCodecPreferences(RTCRtpReceiver.getCapabilities('video').codecs.filter(c => c.mimeType === codec));
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise(r => { pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r();
+                           setTimeout(r, 2000); });
+  (window.pcs = window.pcs || []).push(pc);
+  return pc.localDescription.sdp;
+})(%s)"""
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    b = Browser(WEBRTC_FLAGS)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[ServiceProcess, str]]:
+    env, ports = http_env(CUECAST_WEBRTC__MAX_VIEWERS="2", CUECAST_WEBRTC__CONNECT_TIMEOUT="4")
+    svc = ServiceProcess(["--source", "test:ball", "--width", "1280", "--height", "720",
+                          "--shm-socket", str(tmp_path / "sock")],
+                         tmp_path / "service.log", env=env)
+    api = f"http://127.0.0.1:{ports['api']}"
+    try:
+        wait_http(f"{api}/healthz")
+        yield svc, api
+    finally:
+        svc.terminate()
+        svc.close()
+
+
+def webrtc_status(api: str) -> dict:
+    return httpx.get(f"{api}/api/status", timeout=5).json()["outputs"]["webrtc"]
+
+
+def wait_viewers(api: str, n: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := webrtc_status(api)["viewers"]) != n:
+        assert time.monotonic() < deadline, f"{got} WebRTC viewers, expected {n}"
+        time.sleep(0.2)
+
+
+def test_viewer_plays_h264_over_webrtc(service: tuple[ServiceProcess, str], browser: Browser) -> None:
+    svc, api = service
+    browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=800, deviceScaleFactor=1, mobile=False)
+    browser.goto(f"{api}/?mode=webrtc")
+    first = browser.wait_for(f"{INBOUND_JS}.then(s => s && s.decoded > 0 && s)", timeout=30)
+    time.sleep(7.0)  # longer than the server's silent-viewer timeout: a watching viewer is never dropped
+    later = browser.eval(INBOUND_JS)
+    assert later["codec"] == "video/H264", later
+    assert (later["width"], later["height"]) == (1280, 720), later
+    assert later["state"] == "connected"
+    rate = (later["decoded"] - first["decoded"]) / 7.0
+    assert rate >= 20, f"only {rate:.1f} frames/s decoded over WebRTC (30 sent)"
+    assert later["time"] > first["time"], "the video element did not advance"
+    assert browser.wait_for("document.getElementById('badge').textContent.includes('WebRTC')")
+    browser.screenshot(ARTIFACTS / "viewer-webrtc.png")
+    st = webrtc_status(api)
+    assert st["viewers"] == 1 and st["sessions"][0]["state"] == "connected", st
+
+    # Switching the viewer back to MJPEG ends the WebRTC session on the server (DELETE).
+    browser.eval("(() => { const q = document.getElementById('quality'); q.value = 'medium';"
+                 " q.dispatchEvent(new Event('change')); })()")
+    wait_viewers(api, 0)
+    assert "closed (0 left)" in svc.log()
+    h264 = httpx.get(f"{api}/api/status", timeout=5).json()["outputs"]["h264"]
+    deadline = time.monotonic() + 5
+    while h264["encoding"] and time.monotonic() < deadline:  # nobody watches H.264: the encoder idles
+        time.sleep(0.2)
+        h264 = httpx.get(f"{api}/api/status", timeout=5).json()["outputs"]["h264"]
+    assert not h264["encoding"]
+
+    # A viewer that just goes away (page closed, no DELETE) is noticed by its RTCP stopping.
+    browser.eval("(() => { const q = document.getElementById('quality'); q.value = 'webrtc';"
+                 " q.dispatchEvent(new Event('change')); })()")
+    wait_viewers(api, 1)
+    browser.wait_for("window.cuecast.pc && window.cuecast.pc.connectionState === 'connected'")
+    # Like a crashed tab: the page sends nothing more (no DELETE, no new session), the connection just stops.
+    browser.eval("window.fetch = () => new Promise(() => {}); window.cuecast.pc.close()")
+    wait_viewers(api, 0, timeout=15)
+    assert "no RTCP from the viewer" in svc.log()
+
+
+def test_whep_contract_and_refusals(service: tuple[ServiceProcess, str], browser: Browser) -> None:
+    svc, api = service
+    browser.goto(f"{api}/healthz")
+    offer = browser.eval(OFFER_JS % "null")
+    sdp = {"content-type": "application/sdp"}
+
+    r = httpx.post(f"{api}/whep/high", content="hello", headers=sdp, timeout=10)
+    assert r.status_code == 400 and "malformed SDP" in r.json()["detail"], r.text
+    r = httpx.post(f"{api}/whep/high", content="v=0\r\ns=-\r\n", headers=sdp, timeout=10)
+    assert r.status_code == 400 and "malformed SDP" in r.json()["detail"], r.text
+    r = httpx.post(f"{api}/whep/high", content=offer, headers={"content-type": "text/plain"}, timeout=10)
+    assert r.status_code == 415 and "application/sdp" in r.json()["detail"]
+    vp8 = browser.eval(OFFER_JS % json.dumps("video/VP8"))
+    r = httpx.post(f"{api}/whep/high", content=vp8, headers=sdp, timeout=10)
+    assert r.status_code == 406, r.text
+    assert "VP8" in r.json()["detail"] and "H264" in r.json()["detail"]
+    r = httpx.delete(f"{api}/whep/high/no-such-session", timeout=10)
+    assert r.status_code == 404
+    assert httpx.post(f"{api}/whep/low", content=offer, headers=sdp, timeout=10).status_code == 404
+
+    # Two viewer slots (webrtc.max_viewers=2): the third offer gets 503 with Retry-After.
+    made = []
+    for _ in range(2):
+        r = httpx.post(f"{api}/whep/high", content=offer, headers=sdp, timeout=15)
+        assert r.status_code == 201, r.text
+        assert r.headers["content-type"].startswith("application/sdp")
+        assert r.headers["location"].startswith("/whep/high/")
+        assert "H264/90000" in r.text and "a=sendonly" in r.text and "a=candidate" in r.text
+        made.append(r.headers["location"])
+    r = httpx.post(f"{api}/whep/high", content=offer, headers=sdp, timeout=15)
+    assert r.status_code == 503 and r.headers.get("retry-after"), r.text
+    assert "max_viewers" in r.json()["detail"]
+
+    # DELETE ends a session (then it is gone); a session nobody connects to is ended by the timeout.
+    assert httpx.delete(f"{api}{made[0]}", timeout=10).status_code == 200
+    assert httpx.delete(f"{api}{made[0]}", timeout=10).status_code == 404
+    wait_viewers(api, 0, timeout=15)
+    assert "not connected within 4 s" in svc.log()
+    # Slots are free again and the service still streams.
+    r = httpx.post(f"{api}/whep/high", content=offer, headers=sdp, timeout=15)
+    assert r.status_code == 201
+    assert httpx.get(f"{api}/healthz", timeout=5).status_code == 200
