@@ -3,22 +3,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run test bench soak lint clean
+.PHONY: setup setup-test run test bench soak lint clean
 
 setup:
 	@VENV=$(VENV) ./scripts/setup.sh
 
+setup-test:
+	@VENV=$(VENV) ./scripts/setup.sh --test
+
 run: setup
 	$(VENV)/bin/cuecast serve $(ARGS)
 
-test: setup
+test: setup-test
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m pytest $(ARGS)
 
-bench: setup
+bench: setup-test
 	$(PY) bench/run_all.py
 
-soak: setup
+soak: setup-test
 	$(PY) -c "import sys; sys.path.insert(0, '.'); import runpy; runpy.run_module('bench.soak', run_name='__main__')"
 
 lint: setup

@@ -11,8 +11,12 @@ APT_PACKAGES=(
     python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
     gir1.2-gst-plugins-bad-1.0 gir1.2-gst-rtsp-server-1.0
     gstreamer1.0-python3-plugin-loader
-    python3-venv ffmpeg v4l-utils chromium psmisc iproute2 systemd
+    gstreamer1.0-nice gstreamer1.0-rtsp
+    python3-venv ffmpeg v4l-utils psmisc iproute2 systemd
 )
+# Only for `make test` / `make bench` (setup.sh --test): the browser and the media server the tests drive.
+TEST_APT_PACKAGES=(chromium nginx libnginx-mod-rtmp)
+[[ "${1:-}" == "--test" ]] && APT_PACKAGES+=("${TEST_APT_PACKAGES[@]}")
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -29,6 +33,11 @@ if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # The tests start their own nginx on loopback ports; the system-wide one we just installed is not wanted
+    # (it would hold port 80 from now on).
+    if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+    fi
 fi
 
 # The venv sees Debian's gi (PyGObject with the Gst overrides); everything else comes from pip.

@@ -26,6 +26,9 @@ ELEMENTS = {
     "rtph264pay": "gstreamer1.0-plugins-good", "shmsink": "gstreamer1.0-plugins-bad",
     "shmsrc": "gstreamer1.0-plugins-bad", "h264parse": "gstreamer1.0-plugins-bad",
     "x264enc": "gstreamer1.0-plugins-ugly", "avdec_h264": "gstreamer1.0-libav",
+    "webrtcbin": "gstreamer1.0-plugins-bad", "nicesrc": "gstreamer1.0-nice", "dtlssrtpenc": "gstreamer1.0-plugins-bad",
+    "flvmux": "gstreamer1.0-plugins-good", "rtmp2sink": "gstreamer1.0-plugins-bad",
+    "rtspclientsink": "gstreamer1.0-rtsp",
 }
 # Per-frame CPU cost (core-ms) measured on the 2-core reference machine at 1080p (shared/ARCHITECTURE.md).
 COST_MS = {"mjpeg_decode": 5.4, "remap": 12.0, "bgr": 1.5, "x264": 14.0, "jpeg720": 8.4, "jpeg480": 3.2}

@@ -61,13 +61,13 @@ class H264Hub:
         sub.waiting_for_key = True
         with self._lock:
             self._subs = [*self._subs, sub]
-        log.info("h264: %s joined (%d consumers)", sub.name, len(self._subs))
+        log.debug("h264: %s joined (%d consumers)", sub.name, len(self._subs))
         self.request_keyframe()
 
     def unsubscribe(self, sub: H264Subscriber) -> None:
         with self._lock:
             self._subs = [s for s in self._subs if s is not sub]
-        log.info("h264: %s left (%d consumers)", sub.name, len(self._subs))
+        log.debug("h264: %s left (%d consumers)", sub.name, len(self._subs))
 
     def publish(self, buf: Gst.Buffer, caps: Gst.Caps) -> None:
         key = not buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
