@@ -180,3 +180,36 @@ def test_glass_to_browser_latency_over_webrtc(tmp_path: Path, browser: Browser) 
         svc.terminate()
         svc.close()
         camera.stop()
+
+
+def test_viewer_falls_back_to_mjpeg_and_reconnects_webrtc(tmp_path: Path, browser: Browser) -> None:
+    # WebRTC switched off: the page asked for it, says why it cannot, and shows MJPEG instead.
+    env, ports = http_env(CUECAST_WEBRTC__ENABLED="false")
+    api = f"http://127.0.0.1:{ports['api']}"
+    args = ["--source", "test:ball", "--width", "1280", "--height", "720", "--shm-socket", str(tmp_path / "sock")]
+    svc = ServiceProcess(args, tmp_path / "off.log", env=env)
+    try:
+        wait_http(f"{api}/healthz")
+        browser.goto(f"{api}/?mode=webrtc")
+        assert browser.wait_for("document.getElementById('badge').textContent.includes('WebRTC unavailable')")
+        assert browser.wait_for("document.getElementById('stream').naturalWidth > 0")  # MJPEG high
+    finally:
+        svc.terminate()
+        svc.close()
+
+    # WebRTC on; the service restarts under the page: the page gets a new session and plays again.
+    env["CUECAST_WEBRTC__ENABLED"] = "true"
+    svc = ServiceProcess(args, tmp_path / "on.log", env=env)
+    try:
+        wait_http(f"{api}/healthz")
+        browser.goto(f"{api}/?mode=webrtc")
+        browser.wait_for(f"{INBOUND_JS}.then(s => s && s.decoded > 10)", timeout=30)
+        svc.terminate()
+        svc.close()
+        svc = ServiceProcess(args, tmp_path / "again.log", env=env)
+        wait_http(f"{api}/healthz")
+        wait_viewers(api, 1, timeout=30)
+        browser.wait_for(f"{INBOUND_JS}.then(s => s && s.state === 'connected' && s.decoded > 10)", timeout=30)
+    finally:
+        svc.terminate()
+        svc.close()
