@@ -173,6 +173,24 @@ class PublishTarget(_Model):
     enabled: bool = True
 
 
+class DegradeConfig(_Model):
+    """When the box cannot keep up, lower the rate of the lowest-priority outputs first."""
+
+    enabled: bool = True
+    priority: list[Literal["shm", "rtsp", "mjpeg"]] = Field(
+        default_factory=lambda: ["shm", "rtsp", "mjpeg"],
+        description="highest first; the first is never lowered; rtsp covers every H.264 output")
+    min_fps: int = Field(5, ge=1, le=60, description="no output is lowered below this")
+    recover_after: float = Field(10.0, ge=2, le=600, description="seconds without lag before a rate goes back up")
+
+    @field_validator("priority")
+    @classmethod
+    def _all_once(cls, v: list[str]) -> list[str]:
+        if sorted(v) != ["mjpeg", "rtsp", "shm"]:
+            raise ValueError("list shm, rtsp and mjpeg, each once, highest priority first")
+        return v
+
+
 class HttpConfig(_Model):
     """The API and viewer (FastAPI), and where every HTTP server binds."""
 
@@ -228,6 +246,7 @@ class Config(_Model):
     mjpeg: MjpegConfig = MjpegConfig()
     rtsp: RtspConfig = RtspConfig()
     webrtc: WebRtcConfig = WebRtcConfig()
+    degrade: DegradeConfig = DegradeConfig()
     publish: list[PublishTarget] = Field(default_factory=list, description="media servers to push H.264 to")
     log: LogConfig = LogConfig()
 

@@ -87,8 +87,16 @@ class DemandGate:
 
     def __init__(self, fps: int, source_fps: int, demand: Callable[[], bool]) -> None:
         self.demand = demand
-        self._interval_ns = 0 if fps >= source_fps else Gst.SECOND // fps
+        self.source_fps = source_fps
+        self.passed = 0  # frames let through (what the branch processed): the degradation policy reads it
+        self._interval_ns = 0
         self._next_pts = 0
+        self.set_fps(fps)
+
+    def set_fps(self, fps: int) -> None:
+        """Change the rate live (graceful degradation)."""
+        self.fps = min(fps, self.source_fps)
+        self._interval_ns = 0 if fps >= self.source_fps else Gst.SECOND // fps
 
     def install(self, pipeline: Gst.Pipeline, queue_name: str) -> None:
         pipeline.get_by_name(queue_name).get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self.probe)
@@ -103,6 +111,7 @@ class DemandGate:
             # Step the schedule; after a pause resync to now instead of bursting to catch up.
             step = self._next_pts + self._interval_ns
             self._next_pts = step if step > pts else pts + self._interval_ns
+        self.passed += 1
         return Gst.PadProbeReturn.OK
 
 
@@ -129,6 +138,7 @@ class CapturePipeline:
         self._restart_id: int | None = None
         self.frames_in = 0
         self.frames_idle = 0  # dropped at the entry because no output had a consumer
+        self.frames_entered = 0  # past the entry into correction and the branches
         self.restarts = 0
         self.last_error: str | None = None
 
@@ -229,6 +239,7 @@ class CapturePipeline:
 
     def _any_demand(self, _pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         if any(b.active() for b in self.branches):
+            self.frames_entered += 1
             return Gst.PadProbeReturn.OK
         self.frames_idle += 1
         return Gst.PadProbeReturn.DROP

@@ -17,6 +17,7 @@ from typing import Any
 from cuecast import __version__
 from cuecast.capture import SourceRunner
 from cuecast.config import Config, ControlsConfig
+from cuecast.degrade import Degrader, EntryCounters, Group, Rated, thread_run_delay_s
 from cuecast.encoders import EncoderError, EncoderKind, choose
 from cuecast.fisheye.model import CalibrationError, load_model
 from cuecast.gst import GLib, Gst
@@ -93,6 +94,8 @@ class Service:
         self.encoder_reason = ""
         self.cpu_percent = 0.0
         self.fisheye: FisheyeSetup | None = None
+        self.degrader: Degrader | None = None
+        self._degrade_id = 0
         self._stop_placeholder = threading.Event()
         self._placeholder_thread: threading.Thread | None = None
         self.placeholder_frames = 0
@@ -171,6 +174,8 @@ class Service:
         self.publishers = [Publisher(t.url, self.h264_hub, i) for i, t in enumerate(cfg.publish) if t.enabled]
         for pub in self.publishers:
             pub.start()
+        self.degrader = self._degrader(self.pipeline)
+        self._degrade_id = GLib.timeout_add_seconds(1, self._degrade_tick)
         self.runner = SourceRunner(spec, cfg.source, self.pipeline.push)
         self.runner.start()
         self._stop_placeholder.clear()
@@ -183,6 +188,27 @@ class Service:
         """The H.264 encoder branch exists when RTSP, WebRTC or a publish target can use it."""
         cfg = self.cfg
         return cfg.rtsp.enabled or cfg.webrtc.enabled or any(t.enabled for t in cfg.publish)
+
+    def _degrader(self, pipeline: CapturePipeline) -> Degrader:
+        """The degradation policy over this service's outputs, grouped and ordered by degrade.priority."""
+        groups: dict[str, list[Rated]] = {"shm": [], "rtsp": [], "mjpeg": []}
+        shm, h264 = self.shm, self.h264
+        if shm is not None:
+            groups["shm"].append(Rated("shm", shm.fps, shm.active, lambda: shm.gate.passed, shm.gate.set_fps))
+        if h264 is not None:
+            groups["rtsp"].append(Rated("h264", h264.fps, h264.active, lambda: h264.gate.passed, h264.set_fps))
+        for q, out in self.mjpeg.items():
+            groups["mjpeg"].append(Rated(f"mjpeg {q}", out.fps, out.active, lambda o=out: o.gate.passed, out.set_fps))
+        dc = self.cfg.degrade
+        entry = EntryCounters(lambda: pipeline.frames_in, lambda: pipeline.frames_entered,
+                              lambda: pipeline.frames_idle, lambda: float(self.cfg.source.fps), thread_run_delay_s)
+        return Degrader([Group(name, groups[name]) for name in dc.priority], entry, dc.min_fps, dc.recover_after,
+                        enabled=dc.enabled)
+
+    def _degrade_tick(self) -> bool:
+        if self.degrader is not None:
+            self.degrader.tick()
+        return True
 
     def _fisheye_setup(self, spec: SourceSpec) -> FisheyeSetup | None:
         fc = self.cfg.fisheye
@@ -218,6 +244,9 @@ class Service:
             return
         self._started = False
         self._stop_placeholder.set()
+        if self._degrade_id:
+            GLib.source_remove(self._degrade_id)
+            self._degrade_id = 0
         if self._placeholder_thread is not None:
             self._placeholder_thread.join(timeout=2)
         if self.runner is not None:
@@ -376,6 +405,12 @@ class Service:
             webrtc.update({"endpoint": "/whep/high", **self.webrtc.stats()})
         outputs["webrtc"] = webrtc
         out["publish"] = [p.stats() for p in self.publishers]
+        if self.degrader is not None:
+            out["degradation"] = self.degrader.status()
+            for name, rates in out["degradation"]["outputs"].items():
+                key = {"shm": "shm", "h264": "h264"}.get(name, name.replace(" ", "_"))
+                if key in outputs:
+                    outputs[key]["fps_target"] = rates["fps_target"]
         return out
 
 

@@ -44,6 +44,7 @@ class H264Hub:
         self._subs: list[H264Subscriber] = []
         self._lock = threading.Lock()
         self.request_keyframe: Callable[[], None] = lambda: None
+        self.frame_ns = 0  # frame interval while the rate is lowered (0: as the encoder stamps it)
         self.caps: Gst.Caps | None = None
         self.frames = 0
         self.keyframes = 0
@@ -76,6 +77,9 @@ class H264Hub:
         self.keyframes += key
         self.bytes += buf.get_size()
         need_key = False
+        if self.frame_ns and buf.duration != self.frame_ns:  # lowered rate: subscribers pace frames by this
+            buf = buf.copy()
+            buf.duration = self.frame_ns
         for sub in self._subs:  # copy-on-write list: safe without the lock
             if sub.waiting_for_key:
                 if not key:
@@ -138,10 +142,11 @@ class H264Output:
         self.width, self.height, self.fps = width, height, fps
         self.kbps, self.gop = kbps, gop
         self.hub = hub
-        self._gate = DemandGate(fps, source_fps, lambda: hub.demand)
+        self.gate = DemandGate(fps, source_fps, lambda: hub.demand)
         self._enc_src: Gst.Pad | None = None
         self._key_requested = 0.0  # monotonic time of the last request still waiting for its IDR
         hub.request_keyframe = self.request_keyframe
+        self.set_fps(fps)
 
     def fragment(self) -> str:
         return (
@@ -155,7 +160,7 @@ class H264Output:
         return ""
 
     def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
-        self._gate.install(pipeline, f"q_{self.name}")
+        self.gate.install(pipeline, f"q_{self.name}")
         self._enc_src = pipeline.get_by_name("h264_parse").get_static_pad("sink").get_peer()
         pipeline.get_by_name("h264_sink").connect("new-sample", self._on_sample)
 
@@ -167,6 +172,11 @@ class H264Output:
 
     def stopped(self) -> None:
         self._enc_src = None
+
+    def set_fps(self, fps: int) -> None:
+        """Lower or restore the encoded rate live (graceful degradation)."""
+        self.gate.set_fps(fps)
+        self.hub.frame_ns = 0 if fps >= self.gate.source_fps else Gst.SECOND // fps
 
     def request_keyframe(self) -> None:
         """Ask the encoder for an IDR with SPS/PPS (a new subscriber starts cleanly on it)."""

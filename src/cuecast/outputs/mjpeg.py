@@ -218,7 +218,7 @@ class MjpegOutput:
         self.width, self.height, self.fps = width, height, fps
         self.jpeg_quality = jpeg_quality
         self.hub = hub
-        self._gate = DemandGate(fps, source_fps, lambda: hub.demand)
+        self.gate = DemandGate(fps, source_fps, lambda: hub.demand)
         self._frames: CapturePipeline | None = None
         self._encoder: Gst.Element | None = None
 
@@ -236,7 +236,7 @@ class MjpegOutput:
     def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
         self._frames = frames
         self._encoder = pipeline.get_by_name(f"enc_{self.name}")
-        self._gate.install(pipeline, f"q_{self.name}")
+        self.gate.install(pipeline, f"q_{self.name}")
         pipeline.get_by_name(f"sink_{self.name}").connect("new-sample", self._on_sample)
 
     def started(self) -> None:
@@ -247,6 +247,10 @@ class MjpegOutput:
 
     def stopped(self) -> None:
         self._encoder = None
+
+    def set_fps(self, fps: int) -> None:
+        """Lower or restore the rate live (graceful degradation)."""
+        self.gate.set_fps(fps)
 
     def set_quality(self, quality: int) -> None:
         """JPEG quality, changeable while playing."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from cuecast.frame import TRAILER_SIZE, FrameInfo, buffer_size
 from cuecast.gst import Gst, MapError, mapped
-from cuecast.pipeline import CapturePipeline, FrameMeta
+from cuecast.pipeline import CapturePipeline, DemandGate, FrameMeta
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ class ShmOutput:
     ) -> None:
         self.socket_path = Path(socket_path)
         self.width, self.height, self.fps = width, height, fps
+        self.gate = DemandGate(fps, fps, lambda: self.clients > 0)
         self.buffers = buffers
         self.group = group
         self._gid = self._resolve_group(group)
@@ -161,10 +162,7 @@ class ShmOutput:
         self._frames = frames
         self._appsrc = pipeline.get_by_name("shm_src")
         # No consumer connected: no colour conversion, no copy (work only for outputs somebody consumes).
-        pipeline.get_by_name(f"q_{self.name}").get_static_pad("src").add_probe(
-            Gst.PadProbeType.BUFFER,
-            lambda _pad, _info: Gst.PadProbeReturn.OK if self.clients else Gst.PadProbeReturn.DROP,
-        )
+        self.gate.install(pipeline, f"q_{self.name}")
         pipeline.get_by_name("shm_in").connect("new-sample", self._on_sample)
         sink = pipeline.get_by_name("shm_sink")
         self._sink = sink
