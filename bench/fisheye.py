@@ -75,6 +75,33 @@ def element_ms(frame: np.ndarray, fmt: str) -> float:
     return elapsed / FRAMES * 1000
 
 
+def videobalance_ms() -> float:
+    """videobalance (brightness/contrast set, so not passthrough) on 1080p I420: CPU ms per frame."""
+    import resource
+    import subprocess
+
+    cmd = ("gst-launch-1.0 -q videotestsrc num-buffers={n} pattern=ball ! video/x-raw,format=I420,width={w},"
+           "height={h},framerate=30/1 ! {el} ! fakesink")
+
+    def cpu_of(el: str) -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(cmd.format(n=FRAMES, w=W, h=H, el=el).split(), check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    return (cpu_of("videobalance brightness=0.1 contrast=1.2") - cpu_of("identity")) / FRAMES * 1000
+
+
+def luma_lut_ms(frame: np.ndarray) -> float:
+    """The same brightness/contrast as the element applies it: one table lookup on the luma plane."""
+    y = frame[:H].copy()
+    lut = np.clip(np.rint(16 + (np.arange(256) - 16) * 1.2 + 0.1 * 255), 0, 255).astype(np.uint8)
+    t0 = time.process_time()
+    for _ in range(FRAMES):
+        cv2.LUT(y, lut, dst=y)
+    return (time.process_time() - t0) / FRAMES * 1000
+
+
 def service_cpu(calibrated: bool, tmp: Path) -> float:
     ports = free_ports(3)
     args = ["--source", str(CLIP), "--shm-socket", str(tmp / f"s{calibrated}")]
@@ -103,6 +130,11 @@ def main() -> None:
         rows.append([f"{fmt}: bare cv2.remap (ms/frame, median of {REPEATS})", f"{bare[1]:.2f}", ""])
         rows.append([f"{fmt}: fisheyeundistort element (ms/frame, median of {REPEATS})", f"{elem[1]:.2f}", ""])
         rows.append([f"{fmt}: element / bare remap", f"{elem[1] / bare[1]:.2f}", "<= 1.10"])
+    vb = sorted(videobalance_ms() for _ in range(REPEATS))
+    lut = sorted(luma_lut_ms(frames["I420"]) for _ in range(REPEATS))
+    rows += [["brightness/contrast as a separate videobalance (CPU ms/frame)", f"{vb[1]:.2f}", ""],
+             ["the same folded into the correction pass: luma LUT (CPU ms/frame)", f"{lut[1]:.2f}", ""],
+             ["folded / separate", f"{lut[1] / vb[1]:.2f}", ""]]
     with tempfile.TemporaryDirectory() as d:
         off = service_cpu(False, Path(d))
         on = service_cpu(True, Path(d))

@@ -173,7 +173,6 @@ class CapturePipeline:
         # Nobody consuming any output: frames stop here, before correction and every branch.
         self._appsrc.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._any_demand)
         self._balance = pipeline.get_by_name("cuecast_balance")
-        self.apply_controls(self.controls)
         self._fisheye_el = pipeline.get_by_name("cuecast_fisheye")
         if self._fisheye_el is not None and self.fisheye is not None:
             self._fisheye_el.set_model(self.fisheye.model)
@@ -182,6 +181,7 @@ class CapturePipeline:
             if self.fisheye.fov_scale is not None:
                 self._fisheye_el.set_property("fov-scale", self.fisheye.fov_scale)
             self._fisheye_el.set_property("enabled", self.fisheye.enabled)
+        self.apply_controls(self.controls)
         for b in self.branches:
             b.attach(pipeline, self)
         bus = pipeline.get_bus()
@@ -295,6 +295,7 @@ class CapturePipeline:
         self.fisheye.enabled = enabled
         if self._fisheye_el is not None:
             self._fisheye_el.set_property("enabled", enabled)
+            self.apply_controls(self.controls)  # brightness/contrast move between the element and videobalance
         return True
 
     def fisheye_matrix(self) -> list[list[float]] | None:
@@ -304,10 +305,18 @@ class CapturePipeline:
         return None if maps is None else [[float(v) for v in row] for row in maps.P]
 
     def apply_controls(self, controls: ControlsConfig) -> None:
-        """Apply picture controls live (videobalance is passthrough at the defaults: zero cost)."""
+        """Apply picture controls live. While the correction runs, brightness/contrast are a lookup table
+        in its pass; videobalance keeps saturation/hue and is passthrough at their defaults (zero cost)."""
         self.controls = controls
         bal = self._balance
         if bal is None:
             return
-        for name in ("brightness", "contrast", "saturation", "hue"):
-            bal.set_property(name, float(getattr(controls, name)))
+        values = {n: float(getattr(controls, n)) for n in ("brightness", "contrast", "saturation", "hue")}
+        el = self._fisheye_el
+        if el is not None and self.fisheye is not None and self.fisheye.enabled:
+            el.set_luma(values["brightness"], values["contrast"])
+            values["brightness"], values["contrast"] = 0.0, 1.0
+        elif el is not None:
+            el.set_luma(0.0, 1.0)
+        for name, value in values.items():
+            bal.set_property(name, value)

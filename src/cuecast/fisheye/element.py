@@ -70,6 +70,7 @@ class FisheyeUndistort(GstBase.BaseTransform):
         self.maps: Maps | None = None
         self._info: GstVideo.VideoInfo | None = None
         self._lock = threading.Lock()
+        self._luma_lut: np.ndarray | None = None  # brightness/contrast folded into the pass (None: identity)
 
     # -- properties ----------------------------------------------------------------------------------
 
@@ -91,6 +92,16 @@ class FisheyeUndistort(GstBase.BaseTransform):
             return
         with self._lock:
             self.maps = None  # rebuilt for the next frame with the new parameters
+
+    def set_luma(self, brightness: float, contrast: float) -> None:
+        """Brightness/contrast applied to the corrected luma in the same pass, with videobalance's formula
+        (y' = 16 + (y - 16) * contrast + brightness * 255): a table lookup on one plane instead of a
+        separate element over the whole frame."""
+        if brightness == 0.0 and contrast == 1.0:
+            self._luma_lut = None
+            return
+        y = 16.0 + (np.arange(256, dtype=np.float64) - 16.0) * contrast + brightness * 255.0
+        self._luma_lut = np.clip(np.rint(y), 0, 255).astype(np.uint8)
 
     def set_model(self, model: FisheyeModel) -> None:
         with self._lock:
@@ -176,11 +187,18 @@ class FisheyeUndistort(GstBase.BaseTransform):
         try:
             with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
                 w, h = info.width, info.height
+                lut = self._luma_lut
                 if info.finfo.format == GstVideo.VideoFormat.BGR:
-                    self._remap(_plane(src, info, 0, w, h, 3), _plane(dst, info, 0, w, h, 3), maps.full, 0)
+                    out = _plane(dst, info, 0, w, h, 3)
+                    self._remap(_plane(src, info, 0, w, h, 3), out, maps.full, 0)
+                    if lut is not None:
+                        cv2.LUT(out, lut, dst=out)
                 else:
                     assert maps.half is not None
-                    self._remap(_plane(src, info, 0, w, h), _plane(dst, info, 0, w, h), maps.full, 0)
+                    luma = _plane(dst, info, 0, w, h)
+                    self._remap(_plane(src, info, 0, w, h), luma, maps.full, 0)
+                    if lut is not None:
+                        cv2.LUT(luma, lut, dst=luma)
                     for idx in (1, 2):
                         self._remap(_plane(src, info, idx, w // 2, h // 2),
                                     _plane(dst, info, idx, w // 2, h // 2), maps.half, CHROMA_BORDER)
