@@ -11,7 +11,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import psutil
+
+# Before anything loads GStreamer plugins: importing matplotlib's FreeType extension after them aborted the
+# process (a library loaded twice under different versions).
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 from cuecast.ports import free_ports  # noqa: F401 - re-exported for the benches
 
@@ -128,11 +134,6 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 def save_plot(name: str, draw: object) -> str:
     """Call draw(ax) on a fresh figure and save bench/results/NAME.png; returns a Markdown image line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4))
     draw(ax)  # type: ignore[operator]
     fig.tight_layout()
