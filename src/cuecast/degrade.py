@@ -129,7 +129,7 @@ class Degrader:
             problems.append(f"the source delivers {d_pushed / dt:.1f} of {nominal:g} fps while threads wait "
                             f"for a CPU ({waiting:.1f} s/s)")
         offered = d_pushed - d_idle
-        if offered > 0 and (offered - d_entered) / offered > ENTRY_DROP_RATIO:
+        if offered >= max(5.0, nominal * dt / 2) and (offered - d_entered) / offered > ENTRY_DROP_RATIO:
             problems.append(f"{offered - d_entered} of {offered} frames dropped at the pipeline entry "
                             "(correction cannot keep up)")
         for g in self.groups:

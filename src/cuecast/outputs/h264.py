@@ -103,6 +103,7 @@ class AppsrcFeed:
         self._caps: Gst.Caps | None = None
         self._anchor = -1
         self._n = 0
+        self._last_pts = -1
 
     def push(self, buf: Gst.Buffer, caps: Gst.Caps) -> bool:
         if self.appsrc.get_property("current-level-bytes") > MAX_QUEUED_BYTES:
@@ -124,8 +125,12 @@ class AppsrcFeed:
             step = buf.duration if buf.duration != Gst.CLOCK_TIME_NONE else Gst.SECOND // 30
             ideal = self._anchor + self._n * step
             if self._anchor < 0 or abs(ideal - now) > MAX_DRIFT_NS:
-                self._anchor, self._n, ideal = now, 0, now
+                # Re-anchor at arrival, never before the last stamp: timestamps only go forward (a burst
+                # after a stall would otherwise pull them back and players see non-monotonic DTS).
+                self._anchor = max(now, self._last_pts + step // 2)
+                self._n, ideal = 0, self._anchor
             self._n += 1
+            self._last_pts = ideal
             out.pts = out.dts = ideal
         self.appsrc.emit("push-buffer", out)
         return True
