@@ -8,6 +8,7 @@ the source side (capture.py) through `push`, so a source that fails never takes 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -87,6 +88,8 @@ class DemandGate:
 
     def __init__(self, fps: int, source_fps: int, demand: Callable[[], bool]) -> None:
         self.demand = demand
+        self.nice = 0  # scheduling niceness for the branch's thread (set before the pipeline starts)
+        self._niced: set[int] = set()
         self.source_fps = source_fps
         self.passed = 0  # frames let through (what the branch processed): the degradation policy reads it
         self._interval_ns = 0
@@ -99,9 +102,19 @@ class DemandGate:
         self._interval_ns = 0 if fps >= self.source_fps else Gst.SECOND // fps
 
     def install(self, pipeline: Gst.Pipeline, queue_name: str) -> None:
-        pipeline.get_by_name(queue_name).get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self.probe)
+        pad = pipeline.get_by_name(queue_name).get_static_pad("src")
+        pad.add_probe(Gst.PadProbeType.BUFFER, self.probe)
+        if self.nice:  # the caps event comes first: renice before an encoder starts its own threads
+            pad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_event)
+
+    def _on_event(self, _pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if threading.get_native_id() not in self._niced:
+            self._renice()
+        return Gst.PadProbeReturn.OK
 
     def probe(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if self.nice and threading.get_native_id() not in self._niced:
+            self._renice()
         if not self.demand():
             return Gst.PadProbeReturn.DROP
         if self._interval_ns:
@@ -113,6 +126,18 @@ class DemandGate:
             self._next_pts = step if step > pts else pts + self._interval_ns
         self.passed += 1
         return Gst.PadProbeReturn.OK
+
+
+    def _renice(self) -> None:
+        """Lower this branch thread's priority (and of the threads it starts later, e.g. x264's): under CPU
+        contention the scheduler then serves higher-priority outputs first. Raising niceness needs no
+        privilege; failure is harmless."""
+        tid = threading.get_native_id()
+        self._niced.add(tid)
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+        except OSError as e:
+            log.debug("could not renice thread %d: %s", tid, e)
 
 
 class CapturePipeline:

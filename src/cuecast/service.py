@@ -39,6 +39,8 @@ HEALTHY_FRAME_AGE_S = 2.0
 PLACEHOLDER_AFTER_S = 0.5
 # At start-up the source gets this long to deliver its first frame before NO SIGNAL is shown.
 PLACEHOLDER_AT_START_S = 1.5
+# Niceness added per step down degrade.priority for the outputs' threads (0, 5, 10).
+NICE_STEP = 5
 
 
 class StartupError(Exception):
@@ -145,6 +147,7 @@ class Service:
                                    cfg.rtsp.keyframe_interval, cfg.source.fps, self.h264_hub)
             branches.append(self.h264)
         self.fisheye = self._fisheye_setup(spec)
+        self._set_thread_priorities()
         self.pipeline = CapturePipeline(cfg.source.width, cfg.source.height, cfg.source.fps, branches,
                                         cfg.controls, self.fisheye)
         self._started = True
@@ -204,6 +207,17 @@ class Service:
                               lambda: pipeline.frames_idle, lambda: float(self.cfg.source.fps), thread_run_delay_s)
         return Degrader([Group(name, groups[name]) for name in dc.priority], entry, dc.min_fps, dc.recover_after,
                         enabled=dc.enabled)
+
+    def _set_thread_priorities(self) -> None:
+        """Outputs lower in degrade.priority run their threads at a higher niceness (set before the pipeline
+        starts, so threads an encoder starts inherit it)."""
+        if not self.cfg.degrade.thread_priorities:
+            return
+        gates = {"shm": [self.shm.gate] if self.shm else [], "rtsp": [self.h264.gate] if self.h264 else [],
+                 "mjpeg": [o.gate for o in self.mjpeg.values()]}
+        for rank, name in enumerate(self.cfg.degrade.priority):
+            for gate in gates[name]:
+                gate.nice = NICE_STEP * rank
 
     def _degrade_tick(self) -> bool:
         if self.degrader is not None:

@@ -84,3 +84,40 @@ def test_overload_lowers_mjpeg_first_and_recovers(tmp_path: Path) -> None:
             r.close()
         svc.terminate()
         svc.close()
+
+
+def thread_nice(pid: int) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for tid in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (tid / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        out.setdefault(name, set()).add(int(stat[stat.rindex(")") + 2:].split()[16]))
+    return out
+
+
+def test_output_threads_run_at_their_priority(tmp_path: Path) -> None:
+    """shm (top priority) at the normal niceness, H.264 at +5, MJPEG at +10: under contention the
+    scheduler serves the backend first. Set before the encoders start their own threads."""
+    env, ports = http_env()
+    svc = ServiceProcess(["--source", "test:ball", "--width", "640", "--height", "360",
+                          "--shm-socket", str(tmp_path / "sock")], tmp_path / "service.log", env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
+        deadline = time.monotonic() + 10
+        while True:
+            nice = thread_nice(svc.pid)
+            if all(n in nice for n in ("q_shm:src", "q_h264:src", "q_mjpeg_medium:")):
+                break
+            assert time.monotonic() < deadline, sorted(nice)
+            time.sleep(0.2)
+        time.sleep(1)
+        nice = thread_nice(svc.pid)
+        assert nice["q_shm:src"] == {0}
+        assert nice["q_h264:src"] == {5}
+        assert nice["q_mjpeg_medium:"] == {10} and nice["q_mjpeg_low:src"] == {10}
+    finally:
+        svc.terminate()
+        svc.close()
