@@ -17,7 +17,7 @@ from tests.helpers.service import ServiceProcess, http_env, wait_http
 # A small sample of the shown picture, drawn through a canvas (same origin, so readable).
 SAMPLE_JS = """(() => {
   const img = document.getElementById('stream');
-  if (!img.naturalWidth) return null;
+  if (!img || !img.naturalWidth) return null;
   const c = document.createElement('canvas'); c.width = 64; c.height = 36;
   const g = c.getContext('2d'); g.drawImage(img, 0, 0, 64, 36);
   const d = g.getImageData(0, 0, 64, 36).data; let s = '';

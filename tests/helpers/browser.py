@@ -61,17 +61,26 @@ class Browser:
             raise RuntimeError(f"JS error: {res['exceptionDetails']}")
         return res["result"].get("value")
 
-    def goto(self, url: str) -> None:
+    def goto(self, url: str, timeout: float = 30.0) -> None:
+        """Navigate and wait until the new document has loaded (not the one before it)."""
         self.call("Page.enable")
-        self.call("Page.navigate", url=url)
+        frame = self.call("Page.navigate", url=url)
+        if "errorText" in frame:
+            raise RuntimeError(f"navigation to {url} failed: {frame['errorText']}")
+        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState !== 'loading'", timeout)
 
     def wait_for(self, expression: str, timeout: float = 30.0) -> Any:
+        """Poll until the expression is truthy; a JS error (e.g. the page is still loading) counts as not yet."""
         deadline = time.monotonic() + timeout
-        last = None
+        last: Any = None
         while time.monotonic() < deadline:
-            last = self.eval(expression)
-            if last:
-                return last
+            try:
+                last = self.eval(expression)
+            except RuntimeError as e:
+                last = e
+            else:
+                if last:
+                    return last
             time.sleep(0.2)
         raise TimeoutError(f"{expression!r} stayed falsy ({last!r}) for {timeout} s")
 
