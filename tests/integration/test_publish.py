@@ -103,6 +103,9 @@ def test_publish_to_nginx_rtmp_and_rtsp_record(tmp_path: Path, nginx: Nginx) -> 
         st = wait_state(api, 0, "live", timeout=20, min_attempts=before + 1)
         assert probe(nginx.rtmp_url("table")) == {"codec_name": "h264", "width": 1920, "height": 1080}, st
         assert httpx.get(f"{api}/healthz", timeout=5).status_code == 200
+        metrics = httpx.get(f"{api}/metrics", timeout=5).text
+        assert f'cuecast_publish_live{{url="{nginx.rtmp_url("table")}"}} 1.0' in metrics
+        assert f'cuecast_publish_live{{url="{dead}"}} 0.0' in metrics
     finally:
         svc.terminate()
         svc.close()

@@ -141,6 +141,21 @@ class _StatusCollector:
             dropped.add_metric([name], o.get("frames_dropped_slow_clients", 0))
             nbytes.add_metric([name], o.get("bytes_sent", 0))
         yield from (clients, fps, sent, dropped, nbytes)
+        degr = st.get("degradation") or {}
+        yield GaugeMetricFamily("cuecast_degrading", "1 while outputs run below their configured rate",
+                                int(bool(degr.get("degrading"))))
+        target = GaugeMetricFamily("cuecast_output_fps_target", "Rate an output runs at now (degradation)",
+                                   labels=["output"])
+        for name, rates in (degr.get("outputs") or {}).items():
+            target.add_metric([name], rates["fps_target"])
+        up = GaugeMetricFamily("cuecast_publish_live", "1 while a publish target is live", labels=["url"])
+        pub_bytes = CounterMetricFamily("cuecast_publish_bytes", "Bytes pushed to a publish target", labels=["url"])
+        failures = CounterMetricFamily("cuecast_publish_failures", "Failed or lost connections", labels=["url"])
+        for p in st.get("publish", []):
+            up.add_metric([p["url"]], int(p["state"] == "live"))
+            pub_bytes.add_metric([p["url"]], p["bytes_sent"])
+            failures.add_metric([p["url"]], p["failures"])
+        yield from (target, up, pub_bytes, failures)
 
 
 def create_app(service: Service) -> FastAPI:
