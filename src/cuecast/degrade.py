@@ -21,6 +21,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SETTLE_S = 3.0  # after a change, let the rates settle before judging again
+STRIKES = 2  # seconds in a row with lag before a step down: a one-off hiccup changes nothing
 WARMUP_S = 3.0  # an output that just got its first consumer is still starting up (encoder, first frames)
 LAG_RATIO = 0.9  # an output delivering under 90 % of what it should is lagging
 ENTRY_DROP_RATIO = 0.05  # over 5 % of the frames dropped at the pipeline entry: the common stages lag
@@ -100,6 +101,7 @@ class Degrader:
     _last_t: float = field(default_factory=time.monotonic)
     _last_entry: tuple[int, int, int] = (0, 0, 0)
     _last_delay: float = 0.0
+    _strikes: int = 0
 
     def __post_init__(self) -> None:
         self._hold = self.recover_after
@@ -151,11 +153,17 @@ class Degrader:
             return
         if problems:
             self._calm_since = now
+            self._strikes += 1
+            if self._strikes < STRIKES:
+                return
+            self._strikes = 0
             if self._last_up is not None and now - self._last_up < SETTLE_S + 3:
                 self._hold = min(self._hold * 2, self.recover_after * MAX_HOLD_FACTOR)  # that step up was too much
             self._last_up = None
             self._step_down("; ".join(problems), now)
-        elif self.degraded and now - self._calm_since >= self._hold:
+        else:
+            self._strikes = 0
+        if not problems and self.degraded and now - self._calm_since >= self._hold:
             self._step_up(now)
 
     def _step_down(self, why: str, now: float) -> None:
