@@ -1,16 +1,18 @@
 """WebRTC output: WHEP-style playback of the shared H.264 stream, one `webrtcbin` per viewer.
 
-Owns the WebRTC pipeline (appsrc fed from the H.264 hub -> rtph264pay, once -> tee -> per viewer a leaky
-queue and a webrtcbin), the WHEP session life cycle (offer in, answer out with every host candidate, no
-trickle; DELETE, ICE failure or a connect timeout end a session), the viewer limit and the checks on offers
-(what is malformed, what lacks a usable H.264). Nothing is encoded here: the one encoder is shared with
-RTSP and publishing through the hub, and nothing is payloaded per viewer either: one rtph264pay per
-payload-type number in use (every Chromium picks the same one) feeds all viewers that chose it.
+Owns the WebRTC pipeline (appsrc fed from the H.264 hub -> tee of access units -> one rtph264pay per
+payload-type number in use -> tee -> per viewer a leaky queue and a webrtcbin), the WHEP session life cycle
+(offer in, answer out with every host candidate, no trickle; a session ends on DELETE, ICE failure, a
+connect timeout, or when the viewer's RTCP stops), the viewer limit and the checks on offers (what is
+malformed, what lacks a usable H.264). Nothing is encoded here: the one encoder is shared with RTSP and
+publishing through the hub, and nothing is payloaded per viewer (every Chromium picks the same number).
 
-Traps (GStreamer 1.22, PyGObject): libnice skips loopback, so 127.0.0.1 is added to each ICE agent next to the
-machine's other addresses; dropping the Python wrapper of `ice-agent` frees the agent and crashes the
-process, so a reference is taken back for webrtcbin (see _ice_agent); `create-answer` returns nothing before
-the sink pad has caps, so a session waits for them first.
+Traps (GStreamer 1.22, PyGObject): libnice skips loopback, so 127.0.0.1 is added to each ICE agent next to
+the machine's other addresses; the `ice-agent` is a floating object the first Python wrapper takes over and
+frees on collection (a crash later), so the reference is given back (_ice_agent); `create-answer` returns
+nothing before the sink pad has caps, so a session waits for them; a branch is torn down webrtcbin first
+(its queue would block on the pad webrtcbin holds until DTLS connects); webrtcbin has no ICE consent checks,
+so a vanished browser is noticed by its RTCP stopping.
 """
 
 from __future__ import annotations
