@@ -163,6 +163,8 @@ class Degrader:
             self._step_down("; ".join(problems), now)
         else:
             self._strikes = 0
+            if not self.degraded:
+                self.reason = None
         if not problems and self.degraded and now - self._calm_since >= self._hold:
             self._step_up(now)
 

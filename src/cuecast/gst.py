@@ -14,12 +14,24 @@ from gi.repository import GLib, Gst, GstApp, GstVideo  # noqa: E402
 
 Gst.init(None)
 
-__all__ = ["GLib", "Gst", "GstApp", "GstVideo", "element_available", "mapped"]
+__all__ = ["GLib", "Gst", "GstApp", "GstVideo", "element_available", "error_text", "mapped", "pending_error"]
 
 
 def element_available(name: str) -> bool:
     """True when a GStreamer element factory of this name is installed."""
     return Gst.ElementFactory.find(name) is not None
+
+
+def error_text(msg: Gst.Message) -> str:
+    """An ERROR message as "element: message"."""
+    err, _debug = msg.parse_error()
+    return f"{msg.src.get_name() if msg.src else '?'}: {err.message}"
+
+
+def pending_error(pipeline: Gst.Pipeline) -> str | None:
+    """The first ERROR waiting on a pipeline's bus (a failed state change leaves it there), as text."""
+    msg = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
+    return error_text(msg) if msg is not None else None
 
 
 class MapError(Exception):

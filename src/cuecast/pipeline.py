@@ -18,7 +18,7 @@ from typing import Protocol
 
 from cuecast.config import ControlsConfig
 from cuecast.fisheye.model import FisheyeModel
-from cuecast.gst import GLib, Gst
+from cuecast.gst import GLib, Gst, pending_error
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class DemandGate:
     def install(self, pipeline: Gst.Pipeline, queue_name: str) -> None:
         pad = pipeline.get_by_name(queue_name).get_static_pad("src")
         pad.add_probe(Gst.PadProbeType.BUFFER, self.probe)
-        if self.nice:  # the caps event comes first: renice before an encoder starts its own threads
+        if self.nice:  # the caps event comes before any frame: renice before an encoder starts its threads
             pad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_event)
 
     def _on_event(self, _pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
@@ -113,8 +113,6 @@ class DemandGate:
         return Gst.PadProbeReturn.OK
 
     def probe(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-        if self.nice and threading.get_native_id() not in self._niced:
-            self._renice()
         if not self.demand():
             return Gst.PadProbeReturn.DROP
         if self._interval_ns:
@@ -126,7 +124,6 @@ class DemandGate:
             self._next_pts = step if step > pts else pts + self._interval_ns
         self.passed += 1
         return Gst.PadProbeReturn.OK
-
 
     def _renice(self) -> None:
         """Lower this branch thread's priority (and of the threads it starts later, e.g. x264's): under CPU
@@ -214,7 +211,7 @@ class CapturePipeline:
         bus.connect("message", self._on_message)
         self._pipeline = pipeline
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-            err = self._pop_error(pipeline) or "the output pipeline failed to start"
+            err = pending_error(pipeline) or "the output pipeline failed to start"
             self._teardown()
             raise RuntimeError(err)
         _ret, state, _pending = pipeline.get_state(PLAYING_TIMEOUT_S * Gst.SECOND)
@@ -222,14 +219,6 @@ class CapturePipeline:
             log.warning("output pipeline is %s, not PLAYING, after %d s", state.value_nick, PLAYING_TIMEOUT_S)
         for b in self.branches:
             b.started()
-
-    @staticmethod
-    def _pop_error(pipeline: Gst.Pipeline) -> str | None:
-        msg = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
-        if msg is None:
-            return None
-        err, _dbg = msg.parse_error()
-        return f"{msg.src.get_name() if msg.src else '?'}: {err.message}"
 
     def _teardown(self) -> None:
         pipeline, self._pipeline = self._pipeline, None

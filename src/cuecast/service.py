@@ -192,32 +192,32 @@ class Service:
         cfg = self.cfg
         return cfg.rtsp.enabled or cfg.webrtc.enabled or any(t.enabled for t in cfg.publish)
 
+    def _by_priority(self) -> list[tuple[str, list[tuple[str, ShmOutput | H264Output | MjpegOutput]]]]:
+        """The rate-controlled outputs as degrade.priority orders them: [(group, [(name, branch), ...]), ...]."""
+        groups: dict[str, list[tuple[str, ShmOutput | H264Output | MjpegOutput]]] = {
+            "shm": [("shm", self.shm)] if self.shm else [],
+            "rtsp": [("h264", self.h264)] if self.h264 else [],
+            "mjpeg": [(f"mjpeg {q}", out) for q, out in self.mjpeg.items()],
+        }
+        return [(name, groups[name]) for name in self.cfg.degrade.priority]
+
     def _degrader(self, pipeline: CapturePipeline) -> Degrader:
         """The degradation policy over this service's outputs, grouped and ordered by degrade.priority."""
-        groups: dict[str, list[Rated]] = {"shm": [], "rtsp": [], "mjpeg": []}
-        shm, h264 = self.shm, self.h264
-        if shm is not None:
-            groups["shm"].append(Rated("shm", shm.fps, shm.active, lambda: shm.gate.passed, shm.gate.set_fps))
-        if h264 is not None:
-            groups["rtsp"].append(Rated("h264", h264.fps, h264.active, lambda: h264.gate.passed, h264.set_fps))
-        for q, out in self.mjpeg.items():
-            groups["mjpeg"].append(Rated(f"mjpeg {q}", out.fps, out.active, lambda o=out: o.gate.passed, out.set_fps))
+        groups = [Group(name, [Rated(label, b.fps, b.active, lambda b=b: b.gate.passed, b.set_fps)
+                               for label, b in branches]) for name, branches in self._by_priority()]
         dc = self.cfg.degrade
         entry = EntryCounters(lambda: pipeline.frames_in, lambda: pipeline.frames_entered,
                               lambda: pipeline.frames_idle, lambda: float(self.cfg.source.fps), thread_run_delay_s)
-        return Degrader([Group(name, groups[name]) for name in dc.priority], entry, dc.min_fps, dc.recover_after,
-                        enabled=dc.enabled)
+        return Degrader(groups, entry, dc.min_fps, dc.recover_after, enabled=dc.enabled)
 
     def _set_thread_priorities(self) -> None:
         """Outputs lower in degrade.priority run their threads at a higher niceness (set before the pipeline
         starts, so threads an encoder starts inherit it)."""
         if not self.cfg.degrade.thread_priorities:
             return
-        gates = {"shm": [self.shm.gate] if self.shm else [], "rtsp": [self.h264.gate] if self.h264 else [],
-                 "mjpeg": [o.gate for o in self.mjpeg.values()]}
-        for rank, name in enumerate(self.cfg.degrade.priority):
-            for gate in gates[name]:
-                gate.nice = NICE_STEP * rank
+        for rank, (_name, branches) in enumerate(self._by_priority()):
+            for _label, branch in branches:
+                branch.gate.nice = NICE_STEP * rank
 
     def _degrade_tick(self) -> bool:
         if self.degrader is not None:
@@ -422,7 +422,7 @@ class Service:
         if self.degrader is not None:
             out["degradation"] = self.degrader.status()
             for name, rates in out["degradation"]["outputs"].items():
-                key = {"shm": "shm", "h264": "h264"}.get(name, name.replace(" ", "_"))
+                key = name.replace(" ", "_")  # "mjpeg medium" -> the "mjpeg_medium" output
                 if key in outputs:
                     outputs[key]["fps_target"] = rates["fps_target"]
         return out

@@ -45,7 +45,6 @@ class H264Hub:
         self._lock = threading.Lock()
         self.request_keyframe: Callable[[], None] = lambda: None
         self.frame_ns = 0  # frame interval while the rate is lowered (0: as the encoder stamps it)
-        self.caps: Gst.Caps | None = None
         self.frames = 0
         self.keyframes = 0
         self.bytes = 0
@@ -72,7 +71,6 @@ class H264Hub:
 
     def publish(self, buf: Gst.Buffer, caps: Gst.Caps) -> None:
         key = not buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
-        self.caps = caps
         self.frames += 1
         self.keyframes += key
         self.bytes += buf.get_size()

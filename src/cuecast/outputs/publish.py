@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from cuecast.config import mask_url
-from cuecast.gst import GLib, Gst
+from cuecast.gst import GLib, Gst, error_text, pending_error
 from cuecast.outputs.h264 import AppsrcFeed, H264Hub
 
 log = logging.getLogger(__name__)
@@ -96,18 +96,13 @@ class Publisher:
         self.pipeline = pipeline
         self._feed = AppsrcFeed(self.name, pipeline.get_by_name("src"))
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-            self._failed(self._pop_error(pipeline) or f"{sink.get_name()} did not start")
+            self._failed(pending_error(pipeline) or f"{sink.get_name()} did not start")
             return False
         for pad in sink.sinkpads:  # rtspclientsink's pad exists once linked: after parse_launch
             pad.add_probe(Gst.PadProbeType.BUFFER, self._on_buffer)
         self.hub.subscribe(self._feed)
         log.info("publish %s: connecting (attempt %d)", self.shown_url, self.attempts)
         return False
-
-    @staticmethod
-    def _pop_error(pipeline: Gst.Pipeline) -> str | None:
-        msg = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
-        return msg.parse_error()[0].message if msg else None
 
     def _on_buffer(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         buf = info.get_buffer()
@@ -120,10 +115,7 @@ class Publisher:
         return Gst.PadProbeReturn.OK
 
     def _on_error(self, _bus: Gst.Bus, msg: Gst.Message) -> None:
-        err, debug = msg.parse_error()
-        src = msg.src.get_name() if msg.src else "?"
-        log.debug("publish %s: %s: %s (%s)", self.shown_url, src, err.message, debug)
-        self._failed(f"{src}: {err.message}")
+        self._failed(error_text(msg))
 
     def _failed(self, why: str) -> None:
         if self.pipeline is None and self._retry_id:

@@ -172,6 +172,9 @@ class ShmOutput:
     def active(self) -> bool:
         return self.clients > 0
 
+    def set_fps(self, fps: int) -> None:
+        self.gate.set_fps(fps)
+
     def _on_client(self, _sink: Gst.Element, _fd: int, delta: int) -> None:
         self.clients = max(0, self.clients + delta)
         log.info("shm consumer %s (%d connected)", "connected" if delta > 0 else "left", self.clients)

@@ -217,10 +217,6 @@ class WebRtcOutput:
         return Gst.PadProbeReturn.OK
 
     # -- sessions ---------------------------------------------------------------------------------------
-    @property
-    def viewers(self) -> int:
-        return len(self._sessions)
-
     def answer(self, offer_text: str, peer: str) -> tuple[str, str]:
         """(session id, SDP answer) for a WHEP offer. Blocks up to a few seconds: call from a worker thread."""
         msg, pt, profile = parse_offer(offer_text)
@@ -312,14 +308,8 @@ class WebRtcOutput:
                 raise WhepError(503, "no H.264 frames to send yet (encoder not producing); try again")
             time.sleep(0.01)
         offer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.OFFER, msg)
-        promise = Gst.Promise.new()
-        s.webrtc.emit("set-remote-description", offer, promise)
-        promise.wait()
-        _check_reply(promise, "the offer was not accepted")
-        promise = Gst.Promise.new()
-        s.webrtc.emit("create-answer", None, promise)
-        promise.wait()
-        reply = _check_reply(promise, "no answer could be made for this offer")
+        _call(s.webrtc, "set-remote-description", offer, "the offer was not accepted")
+        reply = _call(s.webrtc, "create-answer", None, "no answer could be made for this offer")
         answer = reply.get_value("answer") if reply is not None and reply.has_field("answer") else None
         if answer is None:
             raise WhepError(406, f"no answer could be made for this offer; supported: {SUPPORTED}")
@@ -330,10 +320,7 @@ class WebRtcOutput:
                 gathered.set()
 
         handler = s.webrtc.connect("notify::ice-gathering-state", on_gathering)
-        promise = Gst.Promise.new()
-        s.webrtc.emit("set-local-description", answer, promise)
-        promise.wait()
-        _check_reply(promise, "the answer could not be applied")
+        _call(s.webrtc, "set-local-description", answer, "the answer could not be applied")
         if s.webrtc.get_property("ice-gathering-state") != GstWebRTC.WebRTCICEGatheringState.COMPLETE:
             gathered.wait(GATHER_WAIT_S)
         s.webrtc.disconnect(handler)
@@ -444,7 +431,11 @@ def _note_rtcp(_pad: Gst.Pad, _info: Gst.PadProbeInfo, s: _Session) -> Gst.PadPr
     return Gst.PadProbeReturn.OK
 
 
-def _check_reply(promise: Gst.Promise, what: str) -> Gst.Structure | None:
+def _call(webrtc: Gst.Element, signal: str, arg: object, what: str) -> Gst.Structure | None:
+    """Emit a webrtcbin action signal that answers through a promise; its reply, or WhepError(400, what)."""
+    promise = Gst.Promise.new()
+    webrtc.emit(signal, arg, promise)
+    promise.wait()
     reply = promise.get_reply()
     if reply is not None and reply.has_field("error"):
         err = reply.get_value("error")
