@@ -197,7 +197,7 @@ def create_app(service: Service) -> FastAPI:
 
     def webrtc() -> WebRtcOutput:
         if service.webrtc is None:
-            raise HTTPException(404, "WebRTC is disabled in the config (webrtc.enabled)", headers=WHEP_CORS)
+            raise HTTPException(404, "WebRTC is disabled in the config (webrtc.enabled)")
         return service.webrtc
 
     @app.post("/whep/high", status_code=201, summary="WebRTC playback of the high stream (WHEP)",
@@ -215,16 +215,16 @@ def create_app(service: Service) -> FastAPI:
         output = webrtc()
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/sdp":
-            raise HTTPException(415, "send the SDP offer with Content-Type: application/sdp", headers=WHEP_CORS)
+            raise HTTPException(415, "send the SDP offer with Content-Type: application/sdp")
         try:
             text = (await request.body()).decode("utf-8")
         except UnicodeDecodeError:
-            raise HTTPException(400, "malformed SDP offer: not UTF-8 text", headers=WHEP_CORS) from None
+            raise HTTPException(400, "malformed SDP offer: not UTF-8 text") from None
         peer = request.client.host if request.client else "?"
         try:
             sid, answer = await asyncio.to_thread(output.answer, text, peer)
         except WhepError as e:
-            headers = {**WHEP_CORS, "Retry-After": "5"} if e.status == 503 else WHEP_CORS
+            headers = {"Retry-After": "5"} if e.status == 503 else None
             raise HTTPException(e.status, str(e), headers=headers) from None
         return Response(answer, status_code=201, media_type="application/sdp",
                         headers={**WHEP_CORS, "Location": f"/whep/high/{sid}", "ETag": f'"{sid}"'})
@@ -233,8 +233,7 @@ def create_app(service: Service) -> FastAPI:
                 responses={404: {"description": "No such session"}})
     async def whep_delete(session: str) -> Response:
         if not await asyncio.to_thread(webrtc().close, session):
-            raise HTTPException(404, "no such WebRTC session: it ended already or never existed",
-                                headers=WHEP_CORS)
+            raise HTTPException(404, "no such WebRTC session: it ended already or never existed")
         return Response(status_code=200, headers=WHEP_CORS)
 
     @app.options("/whep/high", include_in_schema=False)
@@ -290,6 +289,8 @@ def create_app(service: Service) -> FastAPI:
             methods = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.path == request.url.path
                               for m in r.methods})
             headers["Allow"] = ", ".join(methods)
+        if request.url.path.startswith("/whep/"):
+            headers.update(WHEP_CORS)  # a WHEP player on another origin must be able to read the reason
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     assert set(q.value for q in Quality) == set(QUALITIES)
