@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cuecast needs and is missing: Debian packages (GStreamer 1.22, its Python bindings,
-# gst-rtsp-server GIR, ffmpeg, chromium for the browser tests), then the venv with cuecast in it.
+# gst-rtsp-server GIR, ffmpeg, the compiler and -dev packages for the native plugin; chromium and nginx for
+# the tests), then builds the native plugin (native/, meson + ninja) and the venv with cuecast in it.
 # Idempotent: a second run finds everything present and installs nothing.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ APT_PACKAGES=(
     gstreamer1.0-python3-plugin-loader
     gstreamer1.0-nice gstreamer1.0-rtsp
     python3-venv ffmpeg v4l-utils psmisc iproute2 systemd
+    gcc meson ninja-build pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
 )
 # Only for `make test` / `make bench` (setup.sh --test): the browser and the media server the tests drive.
 TEST_APT_PACKAGES=(chromium nginx libnginx-mod-rtmp)
@@ -52,4 +54,23 @@ if [[ ! -f "$stamp" ]] || ! cmp -s pyproject.toml "$stamp"; then
     echo "setup: installing cuecast into $VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
     cp pyproject.toml "$stamp"
+fi
+
+# The native plugin (the capture path's elements), rebuilt whenever its sources change.
+native_out="src/cuecast/_native/libgstcuecast.so"
+native_sum=$(cat native/meson.build native/*.c native/*.h | sha256sum | cut -d' ' -f1)
+native_stamp="build/native/.cuecast-sources"
+if [[ ! -f "$native_out" || ! -f "$native_stamp" || "$(cat "$native_stamp")" != "$native_sum" ]]; then
+    echo "setup: building the native plugin (native/ -> $native_out)"
+    mkdir -p build
+    if [[ ! -f build/native/build.ninja ]]; then
+        rm -rf build/native
+        meson setup build/native native --buildtype=release >build/meson-setup.log 2>&1 \
+            || { cat build/meson-setup.log >&2; echo "setup: meson setup failed" >&2; exit 1; }
+    fi
+    ninja -C build/native >build/native-build.log 2>&1 \
+        || { cat build/native-build.log >&2; echo "setup: building the native plugin failed" >&2; exit 1; }
+    mkdir -p "$(dirname "$native_out")"
+    cp build/native/libgstcuecast.so "$native_out.tmp" && mv "$native_out.tmp" "$native_out"
+    echo "$native_sum" >"$native_stamp"
 fi

@@ -3,7 +3,8 @@
 Owns turning a SourceSpec into decoded I420 frames at the configured size, delivering each frame with
 its capture time to a callback, looping files at their native rate, and retrying live sources with capped
 exponential backoff. It is a separate pipeline from the outputs so that losing and rebuilding the source
-never touches a consumer (shared memory, RTSP and HTTP clients stay connected).
+never touches a consumer (shared memory, RTSP and HTTP clients stay connected). The streaming process uses
+it too, on the internal ring (kind "ring"): frames arrive there corrected, with their metadata trailer.
 
 All state changes run on the GLib main-loop thread; `on_frame` is called from a GStreamer streaming thread.
 """
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cuecast.config import SourceConfig
+from cuecast.frame import FrameFormatError, FrameInfo
 from cuecast.gst import GLib, Gst
 from cuecast.sources import SourceError, SourceSpec, choose_v4l2_format, probe_v4l2, source_fragment
 
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FrameCallback = Callable[[Gst.Buffer, int], None]
+# (I420 buffer, capture time CLOCK_MONOTONIC ns, the trailer's metadata for ring frames else None)
+FrameCallback = Callable[[Gst.Buffer, int, FrameInfo | None], None]
 # Frames must have flowed this long before the backoff resets to its initial delay.
 HEALTHY_AFTER_S = 5.0
 
@@ -81,8 +84,12 @@ class SourceRunner:
         self.first_error: str | None = None
         self._demo: DemoScene | None = None
         self._demo_frame = 0
+        self._attempt_multipart = True
         self._file_id: tuple[int, int, float] | None = None
-        self._http_multipart = True  # try MJPEG-over-HTTP first; switch to plain decodebin if it is not
+        # HTTP cameras: MJPEG (multipart) first on every attempt; one attempt of plain decoding follows an
+        # answer that was not multipart (a camera booting may answer anything once: it must not stick).
+        self._http_multipart = True
+        self._format_error: str | None = None
 
     # -- public, any thread ------------------------------------------------------------------------
 
@@ -109,6 +116,9 @@ class SourceRunner:
 
     def _description(self) -> str:
         c = self.cfg
+        if self.spec.kind == "ring":
+            return (f'shmsrc socket-path="{self.spec.location}" is-live=true '
+                    "! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync=false qos=false")
         if self.spec.kind == "demo":
             return (
                 f"appsrc name=demo_src is-live=false format=time block=true max-buffers=2 "
@@ -119,13 +129,17 @@ class SourceRunner:
         if self.spec.kind == "v4l2" and fmt == "auto":
             fmt = choose_v4l2_format(probe_v4l2(self.spec.location), c.width, c.height, c.fps)
             self.status.device_format = fmt
-        head = source_fragment(self.spec, c.width, c.height, c.fps, fmt, http_multipart=self._http_multipart)
+        head = source_fragment(self.spec, c.width, c.height, c.fps, fmt, http_multipart=self._attempt_multipart)
         sync = "true" if self.spec.kind == "file" else "false"  # files play at their native rate
         return (
             f"{head} ! videoconvert ! videoscale "
             f"! video/x-raw,format=I420,width={c.width},height={c.height},pixel-aspect-ratio=1/1 "
             f"! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync={sync} qos=false"
         )
+
+    def _description_for(self, multipart: bool) -> str:
+        self._attempt_multipart = multipart
+        return self._description()
 
     def _connect(self) -> bool:
         self._retry_id = None
@@ -134,8 +148,10 @@ class SourceRunner:
         self.status.attempts += 1
         self.status.state = "starting"
         self.status.next_retry_s = None
+        multipart_this_time = self._http_multipart
+        self._http_multipart = True  # decided per attempt: the next one tries MJPEG again
         try:
-            desc = self._description()
+            desc = self._description_for(multipart_this_time)
             pipeline = Gst.parse_launch(desc)
         except (SourceError, GLib.Error) as e:
             self._failed(str(e))
@@ -212,10 +228,11 @@ class SourceRunner:
         if t == Gst.MessageType.ERROR:
             err, dbg = msg.parse_error()
             log.debug("source error detail: %s", dbg)
-            if (self.spec.kind == "http" and self._http_multipart and msg.src is not None
+            if (self.spec.kind == "http" and self._attempt_multipart and msg.src is not None
                     and "multipartdemux" in (msg.src.get_factory().get_name() if msg.src.get_factory() else "")):
                 self._http_multipart = False
-                log.info("source %s: not multipart (MJPEG); trying generic decoding", self.spec.describe())
+                log.info("source %s: the answer was not multipart (MJPEG); the next attempt tries generic "
+                         "decoding once", self.spec.describe())
             self._failed(_hint(self.spec, f"{err.message}"))
         elif t == Gst.MessageType.EOS:
             if self.spec.kind == "file" and self.cfg.loop:
@@ -266,25 +283,56 @@ class SourceRunner:
             return Gst.FlowReturn.EOS
         now = time.monotonic_ns()
         buf = sample.get_buffer()
-        capture = now
-        if buf.pts != Gst.CLOCK_TIME_NONE and self._pipeline is not None:
-            stamped = self._pipeline.get_base_time() + buf.pts
-            if now - 1_000_000_000 < stamped <= now:  # a sane capture stamp from the source clock
-                capture = stamped
+        info: FrameInfo | None = None
+        if self.spec.kind == "ring":
+            got = self._from_ring(buf)
+            if got is None:
+                return Gst.FlowReturn.OK
+            buf, info = got
+            capture = info.capture_ns
+        else:
+            capture = now
+            if buf.pts != Gst.CLOCK_TIME_NONE and self._pipeline is not None:
+                stamped = self._pipeline.get_base_time() + buf.pts
+                if now - 1_000_000_000 < stamped <= now:  # a sane capture stamp from the source clock
+                    capture = stamped
         st = self.status
         if st.frames == 0 or st.width is None:
-            s = sample.get_caps().get_structure(0)
-            st.width = s.get_int("width")[1]
-            st.height = s.get_int("height")[1]
-            ok, num, den = s.get_fraction("framerate")
-            st.fps = num / den if ok and den else None
+            if info is not None:
+                st.width, st.height, st.fps = info.width, info.height, float(self.cfg.fps)
+            else:
+                s = sample.get_caps().get_structure(0)
+                st.width = s.get_int("width")[1]
+                st.height = s.get_int("height")[1]
+                ok, num, den = s.get_fraction("framerate")
+                st.fps = num / den if ok and den else None
             self._log_negotiated()
         st.frames += 1
         st.last_frame_mono = time.monotonic()
         if not self.first_result.is_set():
             self.first_result.set()
-        self._on_frame(buf, capture)
+        self._on_frame(buf, capture, info)
         return Gst.FlowReturn.OK
+
+    def _from_ring(self, buf: Gst.Buffer) -> tuple[Gst.Buffer, FrameInfo] | None:
+        """A frame from the capture process: its trailer, and the image copied out of the shared area (the
+        block goes back to the writer at once, so a slow encoder here never holds the ring)."""
+        ok, mi = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            return None
+        try:
+            info = FrameInfo.unpack(mi.data)
+        except FrameFormatError as e:
+            info = None
+            if self._format_error != str(e):
+                self._format_error = str(e)
+                log.error("internal ring: %s", e)
+        finally:
+            buf.unmap(mi)
+        c = self.cfg
+        if info is None or info.format != "I420" or (info.width, info.height) != (c.width, c.height):
+            return None
+        return buf.copy_region(Gst.BufferCopyFlags.MEMORY | Gst.BufferCopyFlags.DEEP, 0, info.image_size()), info
 
     def _log_negotiated(self) -> None:
         pipeline = self._pipeline

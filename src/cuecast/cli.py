@@ -1,4 +1,5 @@
-"""Command line: `cuecast serve | check-config | consume`.
+"""Command line: `cuecast serve | check-config | consume | calibrate | doctor | encoders | gst-env |
+install-service | uninstall-service` (and the two worker processes `serve` starts: `_capture`, `_stream`).
 
 Owns argument parsing, logging set-up, signal handling for the service, and exit codes:
 0 success, 1 runtime failure, 2 bad input (config, source, arguments) with a one-paragraph message and no
@@ -8,7 +9,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import signal
@@ -39,12 +39,14 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+def setup_logging(level: str = "INFO", fmt: str = "text", role: str | None = None) -> None:
+    """Log to stderr; `role` (supervisor, capture, streaming) tags every line of a service process."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tag = f" [{role}]" if role else ""
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{tag} %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -83,16 +85,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         return _fail(str(e))
     cfg = loaded.config
-    setup_logging(cfg.log.level, cfg.log.format)
-    # uvicorn logs every server start at INFO; one line per event is enough (ours).
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    from cuecast.web.server import FatalStartup, serve  # GStreamer only for commands that need it
+    setup_logging(cfg.log.level, cfg.log.format, role="supervisor")
+    from cuecast.supervisor import serve  # no GStreamer in the supervisor
 
-    try:
-        asyncio.run(serve(cfg, loaded.path, overrides))
-    except FatalStartup as e:
-        return _fail(str(e))
-    return EXIT_OK
+    return serve(cfg, loaded.path, overrides)
+
+
+def cmd_capture(_args: argparse.Namespace) -> int:
+    from cuecast.capture_process import main as capture_main
+
+    return capture_main()
+
+
+def cmd_stream(_args: argparse.Namespace) -> int:
+    from cuecast.web.server import main as stream_main
+
+    return stream_main()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -193,14 +201,16 @@ def cmd_encoders(_args: argparse.Namespace) -> int:
 
 
 def cmd_gst_env(_args: argparse.Namespace) -> int:
-    """Shell lines that make `fisheyeundistort` usable from gst-launch-1.0 / gst-inspect-1.0."""
+    """Shell lines that make cuecast's elements usable from gst-launch-1.0 / gst-inspect-1.0: the native
+    plugin (cuecastremap, cuecastpack) and the Python `fisheyeundistort`."""
     import site
 
     import cuecast
+    from cuecast.native import plugin_dir as native_dir
 
     plugin_dir = Path(cuecast.__file__).parent / "fisheye" / "gstplugin"
     paths = [str(Path(cuecast.__file__).parent.parent), *site.getsitepackages()]
-    print(f"export GST_PLUGIN_PATH={plugin_dir}${{GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}}")
+    print(f"export GST_PLUGIN_PATH={native_dir()}:{plugin_dir}${{GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}}")
     print(f"export PYTHONPATH={':'.join(paths)}${{PYTHONPATH:+:$PYTHONPATH}}")
     # A failed scan is cached in the registry; keep ours apart so a fix is picked up on the next run.
     print(f"export GST_REGISTRY={Path.home() / '.cache' / 'cuecast' / 'gst-registry.bin'}")
@@ -225,10 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
                         type=str.upper)
         sp.add_argument("--log-format", dest="log_format", choices=["text", "json"])
 
-    serve = sub.add_parser("serve", help="run the streaming service")
+    serve = sub.add_parser("serve", help="run the service (a capture process and a streaming process)")
     serve.add_argument("--config", type=Path, help="YAML config (default: $CUECAST_CONFIG, /etc/cuecast/cuecast.yaml)")
     common(serve)
     serve.set_defaults(func=cmd_serve)
+
+    # The two worker processes `serve` starts (not for direct use).
+    sub.add_parser("_capture", help=argparse.SUPPRESS).set_defaults(func=cmd_capture)
+    sub.add_parser("_stream", help=argparse.SUPPRESS).set_defaults(func=cmd_stream)
 
     check = sub.add_parser("check-config", help="validate a config file and print the effective config")
     check.add_argument("file", nargs="?", type=Path)

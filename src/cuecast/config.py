@@ -21,6 +21,11 @@ ENV_CONFIG = "CUECAST_CONFIG"
 SYSTEM_CONFIG = Path("/etc/cuecast/cuecast.yaml")
 
 
+# Fields marked so are applied to a running service by SIGHUP (and listed as such); any other change is
+# reported as needing a restart. The one place that says what can change live.
+LIVE: dict[str, Any] = {"live": True}
+
+
 class ConfigError(Exception):
     """A configuration problem a person can fix; the message names the key and the fix."""
 
@@ -84,7 +89,7 @@ class FisheyeConfig(_Model):
     calibration: Path | None = Field(None, description="camera.yaml from `cuecast calibrate solve`")
     balance: float | None = Field(None, ge=0.0, le=1.0, description="default: from the calibration file")
     fov_scale: float | None = Field(None, ge=0.1, le=10.0, description="default: from the calibration file")
-    enabled: bool = True
+    enabled: bool = Field(True, description="correct frames; false passes them through", json_schema_extra=LIVE)
 
 
 class ControlsConfig(_Model):
@@ -104,7 +109,7 @@ class MjpegStreamConfig(_Model):
     width: int = Field(1280, ge=64, le=7680)
     height: int = Field(720, ge=48, le=4320)
     fps: int = Field(30, ge=1, le=120)
-    quality: int = Field(80, ge=1, le=100, description="JPEG quality")
+    quality: int = Field(80, ge=1, le=100, description="JPEG quality", json_schema_extra=LIVE)
     max_clients: int = Field(10, ge=1, le=1000)
 
 
@@ -115,7 +120,8 @@ def _stream(port: int | None, width: int, height: int, fps: int, max_clients: in
 class MjpegConfig(_Model):
     """HTTP MJPEG outputs: medium on :8001, low on :8002, high (source size) through the API only."""
 
-    client_timeout: float = Field(10.0, ge=0.5, le=600, description="drop a client that reads nothing this long")
+    client_timeout: float = Field(10.0, ge=0.5, le=600, description="drop a client that reads nothing this long",
+                                  json_schema_extra=LIVE)
     medium: MjpegStreamConfig = _stream(8001, 1280, 720, 30)
     low: MjpegStreamConfig = _stream(8002, 640, 480, 15)
     high: MjpegStreamConfig = _stream(None, 1920, 1080, 15, max_clients=3)
@@ -193,6 +199,17 @@ class DegradeConfig(_Model):
         return v
 
 
+class PriorityConfig(_Model):
+    """Scheduling: the vision backend's path runs before everything that serves people."""
+
+    capture_nice: int = Field(-5, ge=-20, le=19, description="the capture process (camera, correction, the "
+                              "backend's shared memory); below 0 needs CAP_SYS_NICE (root, or the systemd unit), "
+                              "else it stays at the service's own")
+    streaming_nice: int = Field(10, ge=0, le=19, description="added to the service's niceness for the streaming "
+                                "process (encoders, HTTP, RTSP, WebRTC, publishing)")
+    realtime: bool = Field(False, description="run the capture process SCHED_RR where CAP_SYS_NICE allows it")
+
+
 class HttpConfig(_Model):
     """The API and viewer (FastAPI), and where every HTTP server binds."""
 
@@ -227,7 +244,7 @@ class AuthConfig(_Model):
 
 
 class LogConfig(_Model):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", json_schema_extra=LIVE)
     format: Literal["text", "json"] = "text"
 
     @field_validator("level", mode="before")
@@ -242,13 +259,14 @@ class Config(_Model):
     source: SourceConfig = SourceConfig()
     shm: ShmConfig = ShmConfig()
     fisheye: FisheyeConfig = FisheyeConfig()
-    controls: ControlsConfig = ControlsConfig()
+    controls: ControlsConfig = Field(default_factory=ControlsConfig, json_schema_extra=LIVE)
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
     mjpeg: MjpegConfig = MjpegConfig()
     rtsp: RtspConfig = RtspConfig()
     webrtc: WebRtcConfig = WebRtcConfig()
     degrade: DegradeConfig = DegradeConfig()
+    priority: PriorityConfig = PriorityConfig()
     publish: list[PublishTarget] = Field(default_factory=list, description="media servers to push H.264 to")
     log: LogConfig = LogConfig()
 
@@ -280,10 +298,56 @@ class Config(_Model):
         return self.source.width, self.source.height
 
     @property
+    def h264_wanted(self) -> bool:
+        """The one H.264 encoder is needed when RTSP, WebRTC or a publish target is enabled."""
+        return self.rtsp.enabled or self.webrtc.enabled or any(t.enabled for t in self.publish)
+
+    @property
     def rtsp_size(self) -> tuple[int, int]:
         if self.rtsp.width is not None and self.rtsp.height is not None:
             return self.rtsp.width, self.rtsp.height
         return self.source.width, self.source.height
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Key paths whose values differ between two dumped configs."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        path = f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, path + ".")
+        elif a != b:
+            keys.append(path)
+    return keys
+
+
+def live_key(path: str) -> str | None:
+    """The live-changeable key covering a key path ("controls" for "controls.brightness"), or None."""
+    model: type[BaseModel] | None = Config
+    for i, part in enumerate(path.split(".")):
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("live"):
+            return ".".join(path.split(".")[: i + 1])
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return None
+
+
+def reload_plan(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """What a reload from `old` to `new` changes: (keys applied live, keys that need a restart)."""
+    live: list[str] = []
+    restart: list[str] = []
+    for key in changed_keys(old.model_dump(), new.model_dump()):
+        covering = live_key(key)
+        if covering is None:
+            restart.append(key)
+        elif covering not in live:
+            live.append(covering)
+    return live, restart
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,17 @@
 """GStreamerFrameConsumer: the vision backend's side of the shared-memory output.
 
 Owns connecting to the producer's socket (also before the producer exists), reading frames as numpy BGR
-arrays with their metadata, and reconnecting by itself: shmsrc never reconnects, so on an error its
-pipeline is set to NULL and rebuilt. Needs GStreamer and numpy, never FastAPI or the service.
+arrays with their metadata (frame.py, the same module the producer packs with), and reconnecting by
+itself: shmsrc never reconnects, so on an error its pipeline is set to NULL and rebuilt. Needs GStreamer
+and numpy, never FastAPI or the service.
 
     with GStreamerFrameConsumer("/tmp/camera-backend") as c:
         frame = c.get_frame(timeout=1.0)   # (H, W, 3) uint8 BGR, or None
         info = c.last_info                 # seq, capture time (CLOCK_MONOTONIC ns), placeholder flag
+        view = c.get_frame(timeout=1.0, copy=False)  # read-only, in shared memory, valid until the next call
+
+Frames are held as they arrive (no copy in the streaming thread); `copy=True` (the default) copies one out
+when it is read, `copy=False` lends the shared-memory block itself until the next read.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from types import TracebackType
 
 import numpy as np
 
-from cuecast.frame import FrameInfo
+from cuecast.frame import FrameFormatError, FrameInfo
 from cuecast.gst import Gst
 
 log = logging.getLogger(__name__)
@@ -46,8 +51,11 @@ class GStreamerFrameConsumer:
         self._fallback_size = (width, height) if width and height else None
         self.reconnect_interval = reconnect_interval
         self._cond = threading.Condition()
-        self._frame: np.ndarray | None = None
+        self._held: _Held | None = None  # the newest frame, still in shared memory
+        self._lent: _Held | None = None  # the frame a copy=False read handed out (until the next read)
+        self._copy: tuple[int, np.ndarray] | None = None  # (local seq, copy) of the newest frame, once made
         self._info: FrameInfo | None = None
+        self._format_error: str | None = None
         self._received_ns = 0
         self._returned_seq = 0
         self._local_seq = 0
@@ -89,18 +97,21 @@ class GStreamerFrameConsumer:
 
     # -- frames --------------------------------------------------------------------------------------
 
-    def get_frame(self, timeout: float | None = None) -> np.ndarray | None:
+    def get_frame(self, timeout: float | None = None, *, copy: bool = True) -> np.ndarray | None:
         """Newest frame as (H, W, 3) uint8 BGR.
 
         Without a timeout: the newest frame at once, or None if none arrived yet. With a timeout: wait up
-        to `timeout` seconds for a frame newer than the one last returned; None if none came.
+        to `timeout` seconds for a frame newer than the one last returned; None if none came. `copy=False`
+        returns a read-only view of the shared memory itself, valid until the next get_frame/read call (for
+        backends that work in place); the default is a copy the caller owns.
         """
-        got = self.read(timeout)
+        got = self.read(timeout, copy=copy)
         return None if got is None else got[0]
 
-    def read(self, timeout: float | None = None) -> tuple[np.ndarray, FrameInfo] | None:
+    def read(self, timeout: float | None = None, *, copy: bool = True) -> tuple[np.ndarray, FrameInfo] | None:
         """Like get_frame, but returns (frame, info)."""
         with self._cond:
+            self._release_lent()
             if timeout is not None:
                 deadline = time.monotonic() + timeout
                 while self._local_seq <= self._returned_seq:
@@ -108,11 +119,24 @@ class GStreamerFrameConsumer:
                     if left <= 0 or self._thread is None:
                         return None
                     self._cond.wait(left)
-            if self._frame is None or self._info is None:
+            held, info = self._held, self._info
+            if held is None or info is None:
                 return None
             self._returned_seq = self._local_seq
-            self.last_info = self._info
-            return self._frame, self._info
+            self.last_info = info
+            if not copy:
+                held.lent += 1
+                self._lent = held
+                return held.view, info
+            if self._copy is None or self._copy[0] != self._local_seq:
+                self._copy = (self._local_seq, held.view.copy())
+            return self._copy[1], info
+
+    def _release_lent(self) -> None:
+        lent, self._lent = self._lent, None
+        if lent is not None:
+            lent.lent -= 1
+            lent.release_if_unused()
 
     @property
     def last_received_ns(self) -> int:
@@ -183,6 +207,7 @@ class GStreamerFrameConsumer:
                     log.info("producer at %s went away; reconnecting", self.socket_path)
                     break
             self.connected = False
+            self._drop_held()
             pipeline.set_state(Gst.State.NULL)
             self._remember_failure()
             if not self._stop.is_set():
@@ -201,24 +226,63 @@ class GStreamerFrameConsumer:
             return
         try:
             info = FrameInfo.unpack(mi.data)
-            if info is None:
-                if self._fallback_size is None:
-                    log.warning("frame of %d bytes has no cuecast trailer; pass width= and height=", mi.size)
-                    return
-                w, h = self._fallback_size
-                if mi.size < w * h * 3:
-                    return
-                now = time.monotonic_ns()
-                info = FrameInfo(self.frames_received + 1, now, time.time_ns(), w, h)
-            # Copy out: the shared-memory block is reused as soon as the buffer is released.
-            frame = np.frombuffer(mi.data, np.uint8, count=info.width * info.height * 3)
-            frame = frame.reshape(info.height, info.width, 3).copy()
-        finally:
+        except FrameFormatError as e:
+            info = None
+            if self._format_error != str(e):
+                self._format_error = str(e)
+                log.error("%s: %s", self.socket_path, e)
             buf.unmap(mi)
+            return
+        if info is None:
+            if self._fallback_size is None:
+                log.warning("frame of %d bytes has no cuecast trailer; pass width= and height=", mi.size)
+                buf.unmap(mi)
+                return
+            w, h = self._fallback_size
+            if mi.size < w * h * 3:
+                buf.unmap(mi)
+                return
+            now = time.monotonic_ns()
+            info = FrameInfo(self.frames_received + 1, now, time.time_ns(), w, h)
+        # A read-only view on the shared-memory block: the block stays ours until this frame is replaced
+        # and no copy=False reader holds it (the producer reuses it once it is released).
+        view = np.frombuffer(mi.data, np.uint8, count=info.width * info.height * 3).reshape(info.height, info.width, 3)
+        view.flags.writeable = False
+        held = _Held(buf, mi, view)
         with self._cond:
-            self._frame = frame
+            old, self._held = self._held, held
             self._info = info
             self._received_ns = time.monotonic_ns()
             self._local_seq += 1
             self.frames_received += 1
+            if old is not None:
+                old.current = False
+                old.release_if_unused()
             self._cond.notify_all()
+
+    def _drop_held(self) -> None:
+        """The producer went away: let go of the newest frame (a lent one stays valid until the next read)."""
+        with self._cond:
+            held, self._held = self._held, None
+            self._copy = None
+            if held is not None:
+                held.current = False
+                held.release_if_unused()
+
+
+class _Held:
+    """A mapped shared-memory frame; unmapped (and so released to the producer) once it is neither the
+    newest frame nor lent to a copy=False reader."""
+
+    def __init__(self, buf: Gst.Buffer, mi: Gst.MapInfo, view: np.ndarray) -> None:
+        self.buf = buf
+        self.mi = mi
+        self.view = view
+        self.current = True
+        self.lent = 0
+        self._released = False
+
+    def release_if_unused(self) -> None:
+        if not self.current and self.lent <= 0 and not self._released:
+            self._released = True
+            self.buf.unmap(self.mi)

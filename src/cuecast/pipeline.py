@@ -1,8 +1,13 @@
-"""The one output pipeline: appsrc -> [fisheye slot] -> videobalance -> tee -> one leaky branch per output.
+"""The output pipeline: appsrc -> entry gate -> [correction] -> videobalance -> tee -> one branch per output.
 
-Owns frame bookkeeping (sequence number and capture time per frame), the picture controls, the tee and
-the branch contract, and the pipeline's bus (an error restarts the output pipeline). Frames enter from
+Owns frame bookkeeping (sequence number, capture time and placeholder flag per frame, carried in each
+buffer's offset fields and flags for the native elements, and by PTS for Python branches), the picture controls, the tee
+and the branch contract, and the pipeline's bus (an error restarts the output pipeline). Frames enter from
 the source side (capture.py) through `push`, so a source that fails never takes the outputs down.
+
+Both processes build one: the capture process with the native correction and the shared-memory branches
+(no Python per frame: the entry is a `valve` switched when demand changes), the streaming process with the
+encoders (Python pad probes gate and thin each branch).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cuecast.config import ControlsConfig
+from cuecast.fisheye.maps import Maps, build_maps, luma_lut, remap_table
 from cuecast.fisheye.model import FisheyeModel
 from cuecast.gst import GLib, Gst, pending_error
 
@@ -24,18 +30,21 @@ log = logging.getLogger(__name__)
 
 # Sinks in branches must be async=false: in a live pipeline a sink that has not received a buffer yet
 # (an output nobody watches) would otherwise hold the whole pipeline in PAUSED.
-# Every branch starts with this queue: it drops the oldest frame instead of blocking the tee, so a slow
-# or stalled output can never hold back another output or the capture.
+# A branch that may block starts with this queue: it drops the oldest frame instead of blocking the tee,
+# so a slow or stalled output can never hold back another output or the capture.
 LEAKY_QUEUE = "queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0"
 # How many frames' metadata we remember (frames older than this have left every branch).
 META_HISTORY = 256
 RESTART_DELAY_S = 1.0
 PLAYING_TIMEOUT_S = 2
+# Frame metadata in buffer fields (native/pack.h reads them): OFFSET = sequence number, OFFSET_END = capture
+# time, this flag = placeholder. (Python shares the buffers it handles, so it cannot add metas to them.)
+FLAG_PLACEHOLDER = int(Gst.BufferFlags.LAST)
 
 
 @dataclass
 class FisheyeSetup:
-    """What the pipeline needs to put the fisheye element in its slot."""
+    """What the pipeline needs to put the correction in its slot."""
 
     model: FisheyeModel
     source: str  # where the calibration came from (a path, or "built-in demo lens")
@@ -56,16 +65,13 @@ class Branch(Protocol):
     """An output hanging off the tee."""
 
     name: str
+    queued: bool  # starts with a leaky queue (its own thread); False: runs in the tee's thread
 
     def fragment(self) -> str:
-        """Elements after the branch's leaky queue (gst-launch syntax)."""
+        """Elements after the branch head (gst-launch syntax)."""
         ...
 
-    def extra(self) -> str:
-        """Further unlinked chains this output needs in the pipeline ('' for none)."""
-        ...
-
-    def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
+    def attach(self, pipeline: Gst.Pipeline, frames: OutputPipeline) -> None:
         """Connect to the elements once the pipeline is built (before PLAYING)."""
         ...
 
@@ -74,12 +80,17 @@ class Branch(Protocol):
         ...
 
     def active(self) -> bool:
-        """Does anyone consume this output now? (When no output is active, frames skip the correction.)"""
+        """Does anyone consume this output now? (When no output is active, frames stop at the entry.)"""
         ...
 
     def stopped(self) -> None:
         """Called after the pipeline reached NULL: release OS resources."""
         ...
+
+
+def queue_name(branch: Branch) -> str:
+    """The name of a queued branch's leaky queue."""
+    return f"q_{branch.name}"
 
 
 class DemandGate:
@@ -88,7 +99,7 @@ class DemandGate:
 
     def __init__(self, fps: int, source_fps: int, demand: Callable[[], bool]) -> None:
         self.demand = demand
-        self.nice = 0  # scheduling niceness for the branch's thread (set before the pipeline starts)
+        self.nice = 0  # niceness added to the process's for the branch's thread (set before the pipeline starts)
         self._niced: set[int] = set()
         self.source_fps = source_fps
         self.passed = 0  # frames let through (what the branch processed): the degradation policy reads it
@@ -101,8 +112,8 @@ class DemandGate:
         self.fps = min(fps, self.source_fps)
         self._interval_ns = 0 if fps >= self.source_fps else Gst.SECOND // fps
 
-    def install(self, pipeline: Gst.Pipeline, queue_name: str) -> None:
-        pad = pipeline.get_by_name(queue_name).get_static_pad("src")
+    def install(self, pipeline: Gst.Pipeline, queue: str) -> None:
+        pad = pipeline.get_by_name(queue).get_static_pad("src")
         pad.add_probe(Gst.PadProbeType.BUFFER, self.probe)
         if self.nice:  # the caps event comes before any frame: renice before an encoder starts its threads
             pad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_event)
@@ -126,34 +137,41 @@ class DemandGate:
         return Gst.PadProbeReturn.OK
 
     def _renice(self) -> None:
-        """Lower this branch thread's priority (and of the threads it starts later, e.g. x264's): under CPU
-        contention the scheduler then serves higher-priority outputs first. Raising niceness needs no
-        privilege; failure is harmless."""
+        """Lower this branch thread's priority (and of the threads it starts later, e.g. x264's) below the
+        process's own: under CPU contention the scheduler then serves higher-priority outputs first. Raising
+        niceness needs no privilege; failure is harmless."""
         tid = threading.get_native_id()
         self._niced.add(tid)
         try:
-            os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.nice))
         except OSError as e:
             log.debug("could not renice thread %d: %s", tid, e)
 
 
-class CapturePipeline:
-    """The output pipeline. `push` from any thread; `start`/`stop` from the control thread."""
+class OutputPipeline:
+    """The pipeline after the source. `push` from any thread; `start`/`stop` from the control thread.
+
+    `entry_valve`: gate the entry with a valve switched by `refresh_demand()` (no Python per frame) instead
+    of a pad probe that asks every branch on every frame."""
 
     def __init__(
         self, width: int, height: int, fps: int, branches: list[Branch], controls: ControlsConfig,
-        fisheye: FisheyeSetup | None = None,
+        fisheye: FisheyeSetup | None = None, *, entry_valve: bool = False, remap_threads: int = 0,
     ) -> None:
         self.width, self.height, self.fps = width, height, fps
         self.branches = branches
         self.controls = controls
         self.fisheye = fisheye
+        self.entry_valve = entry_valve
+        self.remap_threads = remap_threads
+        self.maps: Maps | None = None
         self._fisheye_el: Gst.Element | None = None
         self._pipeline: Gst.Pipeline | None = None
         self._appsrc: Gst.Element | None = None
+        self._valve: Gst.Element | None = None
         self._balance: Gst.Element | None = None
         self._meta: OrderedDict[int, FrameMeta] = OrderedDict()  # by PTS
-        self._meta_lock = threading.Lock()
+        self._lock = threading.Lock()  # push() runs on the source's and the placeholder's threads
         self._seq = 0
         self._last_pts = -1
         self._running = False
@@ -168,16 +186,17 @@ class CapturePipeline:
         return f"video/x-raw,format=I420,width={self.width},height={self.height},framerate={self.fps}/1"
 
     def description(self) -> str:
-        parts = [
-            f"appsrc name=cuecast_src is-live=true format=time do-timestamp=false block=false "
-            f"max-buffers=2 leaky-type=downstream caps={self.caps()} "
-            + ("! fisheyeundistort name=cuecast_fisheye " if self.fisheye else "")
-            + "! videobalance name=cuecast_balance ! tee name=cuecast_tee allow-not-linked=true"
-        ]
+        head = (f"appsrc name=cuecast_src is-live=true format=time do-timestamp=false block=false "
+                f"max-buffers=2 leaky-type=downstream caps={self.caps()} ")
+        if self.entry_valve:
+            head += "! valve name=cuecast_entry drop=true "
+        if self.fisheye:
+            head += f"! cuecastremap name=cuecast_fisheye n-threads={self.remap_threads} "
+        head += "! videobalance name=cuecast_balance ! tee name=cuecast_tee allow-not-linked=true"
+        parts = [head]
         for b in self.branches:
-            parts.append(f"cuecast_tee. ! {LEAKY_QUEUE} name=q_{b.name} ! {b.fragment()}")
-            if b.extra():
-                parts.append(b.extra())
+            queue = f"{LEAKY_QUEUE} name={queue_name(b)} ! " if b.queued else ""
+            parts.append(f"cuecast_tee. ! {queue}{b.fragment()}")
         return "  ".join(parts)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -192,16 +211,14 @@ class CapturePipeline:
         pipeline = Gst.parse_launch(self.description())
         assert isinstance(pipeline, Gst.Pipeline)
         self._appsrc = pipeline.get_by_name("cuecast_src")
-        # Nobody consuming any output: frames stop here, before correction and every branch.
-        self._appsrc.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._any_demand)
+        self._valve = pipeline.get_by_name("cuecast_entry")
+        if self._valve is None:
+            # Nobody consuming any output: frames stop here, before correction and every branch.
+            self._appsrc.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._any_demand)
         self._balance = pipeline.get_by_name("cuecast_balance")
         self._fisheye_el = pipeline.get_by_name("cuecast_fisheye")
         if self._fisheye_el is not None and self.fisheye is not None:
-            self._fisheye_el.set_model(self.fisheye.model)
-            if self.fisheye.balance is not None:
-                self._fisheye_el.set_property("balance", self.fisheye.balance)
-            if self.fisheye.fov_scale is not None:
-                self._fisheye_el.set_property("fov-scale", self.fisheye.fov_scale)
+            self._load_maps()
             self._fisheye_el.set_property("enabled", self.fisheye.enabled)
         self.apply_controls(self.controls)
         for b in self.branches:
@@ -210,6 +227,7 @@ class CapturePipeline:
         bus.add_signal_watch()
         bus.connect("message", self._on_message)
         self._pipeline = pipeline
+        self.refresh_demand()
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             err = pending_error(pipeline) or "the output pipeline failed to start"
             self._teardown()
@@ -220,9 +238,22 @@ class CapturePipeline:
         for b in self.branches:
             b.started()
 
+    def _load_maps(self) -> None:
+        """Build the correction's remap table (once per start; OpenCV's fisheye model, in Python) and hand
+        it to the native element."""
+        fe, el = self.fisheye, self._fisheye_el
+        assert fe is not None and el is not None
+        if self.maps is None:
+            t0 = time.monotonic()
+            self.maps = build_maps(fe.model, self.width, self.height, chroma=True, balance=fe.balance,
+                                   fov_scale=fe.fov_scale)
+            log.info("fisheye maps built for %dx%d in %.2f s", self.width, self.height, time.monotonic() - t0)
+        el.set_property("map", GLib.Bytes.new(remap_table(self.maps, (self.width, self.height))))
+
     def _teardown(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
         self._appsrc = None
+        self._valve = None
         if pipeline is not None:
             pipeline.set_state(Gst.State.NULL)
             pipeline.get_bus().remove_signal_watch()
@@ -258,6 +289,12 @@ class CapturePipeline:
         self.frames_idle += 1
         return Gst.PadProbeReturn.DROP
 
+    def refresh_demand(self) -> None:
+        """With an entry valve: open it while any branch has a consumer (any thread)."""
+        valve = self._valve
+        if valve is not None:
+            valve.set_property("drop", not any(b.active() for b in self.branches))
+
     def _restart(self) -> bool:
         self._restart_id = None
         if not self._running:
@@ -272,38 +309,53 @@ class CapturePipeline:
 
     # -- frames --------------------------------------------------------------------------------------
 
-    def push(self, buf: Gst.Buffer, capture_ns: int, placeholder: bool = False) -> None:
-        """Feed one I420 frame (any thread). Stamps it with our sequence number and running time."""
+    def push(self, buf: Gst.Buffer, capture_ns: int, placeholder: bool = False, *, seq: int | None = None,
+             wall_ns: int | None = None) -> None:
+        """Feed one I420 frame (any thread). Stamps it with its sequence number (ours, or the one it came
+        with from the other process), capture times and running time."""
         pipeline, appsrc = self._pipeline, self._appsrc
         if pipeline is None or appsrc is None:
             return
         out = buf.copy()  # shallow: shares the memory, lets us set our own timestamps
-        now = pipeline.get_clock().get_time() if pipeline.get_clock() else 0
-        pts = max(now - pipeline.get_base_time(), self._last_pts + 1)
-        self._last_pts = pts
-        self._seq += 1
-        out.pts = pts
-        out.dts = Gst.CLOCK_TIME_NONE
-        out.duration = Gst.SECOND // self.fps
-        out.offset = self._seq
-        wall = time.time_ns() - (time.monotonic_ns() - capture_ns)
-        meta = FrameMeta(self._seq, capture_ns, wall, placeholder)
-        with self._meta_lock:
+        clock = pipeline.get_clock()
+        now = clock.get_time() if clock else 0
+        if wall_ns is None:
+            wall_ns = time.time_ns() - (time.monotonic_ns() - capture_ns)
+        with self._lock:
+            pts = max(now - pipeline.get_base_time(), self._last_pts + 1)
+            self._last_pts = pts
+            self._seq = seq if seq is not None else self._seq + 1
+            meta = FrameMeta(self._seq, capture_ns, wall_ns, placeholder)
             self._meta[pts] = meta
             while len(self._meta) > META_HISTORY:
                 self._meta.popitem(last=False)
-        self.frames_in += 1
+            self.frames_in += 1
+        out.pts = pts
+        out.dts = Gst.CLOCK_TIME_NONE
+        out.duration = Gst.SECOND // self.fps
+        out.offset = meta.seq
+        out.offset_end = capture_ns
+        if placeholder:
+            out.mini_object.flags |= FLAG_PLACEHOLDER
         appsrc.emit("push-buffer", out)
 
     def frame_meta(self, buf: Gst.Buffer) -> FrameMeta | None:
         """Metadata of a frame, found by its PTS (unique per frame, kept by scalers and encoders)."""
-        with self._meta_lock:
+        with self._lock:
             return self._meta.get(buf.pts)
+
+    @property
+    def correction_ms(self) -> float | None:
+        """Mean wall time of the correction per frame (the native element's own measure)."""
+        el = self._fisheye_el
+        if el is None or not el.get_property("frames"):
+            return None
+        return float(el.get_property("mean-us")) / 1000
 
     # -- controls ------------------------------------------------------------------------------------
 
     def set_fisheye_enabled(self, enabled: bool) -> bool:
-        """Switch correction on/off live (pass-through); False when there is no fisheye element."""
+        """Switch correction on/off live (pass-through); False when there is no correction element."""
         if self.fisheye is None:
             return False
         self.fisheye.enabled = enabled
@@ -313,9 +365,8 @@ class CapturePipeline:
         return True
 
     def fisheye_matrix(self) -> list[list[float]] | None:
-        """The corrected image's camera matrix, once the element built its maps."""
-        el = self._fisheye_el
-        maps = getattr(el, "maps", None) if el is not None else None
+        """The corrected image's camera matrix, once the maps are built."""
+        maps = self.maps
         return None if maps is None else [[float(v) for v in row] for row in maps.P]
 
     def apply_controls(self, controls: ControlsConfig) -> None:
@@ -328,9 +379,10 @@ class CapturePipeline:
         values = {n: float(getattr(controls, n)) for n in ("brightness", "contrast", "saturation", "hue")}
         el = self._fisheye_el
         if el is not None and self.fisheye is not None and self.fisheye.enabled:
-            el.set_luma(values["brightness"], values["contrast"])
+            lut = luma_lut(values["brightness"], values["contrast"])
+            el.set_property("luma-lut", None if lut is None else GLib.Bytes.new(lut.tobytes()))
             values["brightness"], values["contrast"] = 0.0, 1.0
         elif el is not None:
-            el.set_luma(0.0, 1.0)
+            el.set_property("luma-lut", None)
         for name, value in values.items():
             bal.set_property(name, value)

@@ -1,7 +1,10 @@
-"""The running service: wires config -> source runner -> output pipeline -> outputs, and the GLib loop.
+"""The streaming process's service: everything that serves people, fed from the capture process's ring.
 
-Owns start/stop order (teardown in reverse), the GLib main-loop thread that runs bus watches and timers,
-and the status snapshot. Start-up problems a person can fix raise StartupError with the fix in the text.
+Owns the wiring config -> ring reader (SourceRunner on the internal ring) -> output pipeline (scalers and
+encoders, no correction: frames arrive corrected) -> outputs (MJPEG hubs; the one H.264 encoder for RTSP,
+WebRTC and publishing), the GLib main-loop thread, the link to the capture process (its status, the ring
+demand, picture controls), graceful degradation, and the status snapshot of both halves. Start-up problems
+a person can fix raise StartupError with the fix in the text.
 """
 
 from __future__ import annotations
@@ -16,31 +19,33 @@ from typing import Any
 
 from cuecast import __version__
 from cuecast.capture import SourceRunner
-from cuecast.config import Config, ControlsConfig
+from cuecast.child import Runtime
+from cuecast.config import Config, ControlsConfig, ReconnectConfig, reload_plan
+from cuecast.control import CaptureLink, ControlError
 from cuecast.degrade import Degrader, EntryCounters, Group, Rated, thread_run_delay_s
 from cuecast.encoders import EncoderError, EncoderKind, choose
-from cuecast.fisheye.model import CalibrationError, load_model
+from cuecast.frame import FrameInfo
 from cuecast.gst import GLib, Gst
 from cuecast.outputs.h264 import H264Hub, H264Output
 from cuecast.outputs.mjpeg import FrameHub, MjpegOutput
 from cuecast.outputs.publish import Publisher
 from cuecast.outputs.rtsp import RtspError, RtspServer
-from cuecast.outputs.shm import ShmError, ShmOutput
 from cuecast.outputs.webrtc import WebRtcOutput
-from cuecast.pipeline import Branch, CapturePipeline, FisheyeSetup
-from cuecast.sources import SourceError, SourceSpec, check_source, parse_source
+from cuecast.pipeline import Branch, OutputPipeline
+from cuecast.placeholder import NoSignalFeeder
+from cuecast.sources import SourceSpec
 
 log = logging.getLogger(__name__)
 
 QUALITIES = ("low", "medium", "high")
-# /healthz fails when no frame entered the pipeline for this long.
+# /healthz fails when no frame came through the ring for this long.
 HEALTHY_FRAME_AGE_S = 2.0
-# With no real frame for this long, the outputs get "NO SIGNAL" frames at the configured rate instead.
-PLACEHOLDER_AFTER_S = 0.5
-# At start-up the source gets this long to deliver its first frame before NO SIGNAL is shown.
-PLACEHOLDER_AT_START_S = 1.5
 # Niceness added per step down degrade.priority for the outputs' threads (0, 5, 10).
 NICE_STEP = 5
+# How often the ring demand (does any output have a consumer?) is sent to the capture process.
+DEMAND_POLL_MS = 100
+# The ring comes back fast when the capture process restarts: retry it sooner than a camera.
+RING_RECONNECT = ReconnectConfig(initial_delay=0.1, max_delay=0.5)
 
 
 class StartupError(Exception):
@@ -48,7 +53,7 @@ class StartupError(Exception):
 
 
 class GLibLoopThread:
-    """Runs GLib's default main context (bus watches, timers, later the RTSP server) in a thread."""
+    """Runs GLib's default main context (bus watches, timers, the RTSP server) in a thread."""
 
     def __init__(self) -> None:
         self._loop = GLib.MainLoop()
@@ -59,6 +64,9 @@ class GLibLoopThread:
             self._thread = threading.Thread(target=self._loop.run, name="glib", daemon=True)
             self._thread.start()
 
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         if self._thread is not None:
             self._loop.quit()
@@ -66,19 +74,42 @@ class GLibLoopThread:
             self._thread = None
 
 
-class Service:
-    """One camera, one output pipeline, every output. A context manager; stop() twice is harmless."""
+class RateMeter:
+    """Frames per second of a counter, sampled once a second."""
 
-    def __init__(self, cfg: Config, config_path: Path | None = None,
+    def __init__(self) -> None:
+        self._last: tuple[float, int] | None = None
+        self.fps = 0.0
+
+    def sample(self, count: int) -> None:
+        now = time.monotonic()
+        if self._last is not None and now > self._last[0]:
+            self.fps = max(0.0, (count - self._last[1]) / (now - self._last[0]))
+        self._last = (now, count)
+
+
+def output_entry(enabled: bool, clients: int = 0, fps: float = 0.0, frames_sent: int = 0, frames_dropped: int = 0,
+                 bytes_sent: int = 0, **extra: Any) -> dict[str, Any]:
+    """One output in /api/status and /metrics: the same fields for every output, then its own."""
+    return {"enabled": enabled, "clients": clients, "fps": round(fps, 1), "frames_sent": frames_sent,
+            "frames_dropped": frames_dropped, "bytes_sent": bytes_sent, **extra}
+
+
+class Service:
+    """The people-facing outputs, one output pipeline fed from the ring. A context manager; stop() twice is
+    harmless."""
+
+    def __init__(self, cfg: Config, runtime: Runtime, config_path: Path | None = None,
                  overrides: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
+        self.runtime = runtime
         self.config_path = config_path
         self.overrides = overrides or {}  # CLI flags, kept over a SIGHUP reload
-        self.spec: SourceSpec | None = None
         self.loop = GLibLoopThread()
-        self.shm: ShmOutput | None = None
-        self.pipeline: CapturePipeline | None = None
+        self.pipeline: OutputPipeline | None = None
         self.runner: SourceRunner | None = None
+        self.feeder: NoSignalFeeder | None = None
+        self.link = CaptureLink(runtime.control, self._on_capture_instance)
         self.hubs: dict[str, FrameHub] = {}
         self.mjpeg: dict[str, MjpegOutput] = {}
         for q in QUALITIES:
@@ -95,13 +126,12 @@ class Service:
         self.encoder: EncoderKind | None = None
         self.encoder_reason = ""
         self.cpu_percent = 0.0
-        self.fisheye: FisheyeSetup | None = None
+        self.priority = ""
         self.degrader: Degrader | None = None
-        self._degrade_id = 0
-        self._stop_placeholder = threading.Event()
-        self._placeholder_thread: threading.Thread | None = None
-        self.placeholder_frames = 0
-        self.signal_lost_mono: float | None = None
+        self._timers: list[int] = []
+        self._rates = {name: RateMeter() for name in ("h264", "rtsp", "webrtc")}
+        self.last_ring_mono: float | None = None
+        self.demand_since: float | None = None  # when an output here last got a consumer (None: nobody)
         self.started_mono: float | None = None
         self._started = False
 
@@ -114,28 +144,13 @@ class Service:
     ) -> None:
         self.stop()
 
+    # -- life cycle -------------------------------------------------------------------------------------
+
     def start(self) -> None:
         if self._started:
             return
         cfg = self.cfg
-        try:
-            spec = parse_source(cfg.source.uri)
-            check_source(spec)
-        except SourceError as e:
-            raise StartupError(str(e)) from None
-        if spec.fell_back:
-            log.info("no camera at /dev/video0: streaming the built-in demo source (set source.uri to choose)")
-        self.spec = spec
-        branches: list[Branch] = []
-        if cfg.shm.enabled:
-            w, h = cfg.shm_size
-            self.shm = ShmOutput(cfg.shm.socket, w, h, cfg.source.fps, cfg.shm.buffers, cfg.shm.group)
-            try:
-                self.shm.prepare()
-            except ShmError as e:
-                raise StartupError(str(e)) from None
-            branches.append(self.shm)
-        branches.extend(self.mjpeg.values())
+        branches: list[Branch] = [*self.mjpeg.values()]
         if self.h264_wanted:
             try:
                 self.encoder, self.encoder_reason = choose(cfg.rtsp.encoder)
@@ -146,10 +161,9 @@ class Service:
             self.h264 = H264Output(self.encoder, w, h, cfg.rtsp.fps, cfg.rtsp.bitrate_kbps,
                                    cfg.rtsp.keyframe_interval, cfg.source.fps, self.h264_hub)
             branches.append(self.h264)
-        self.fisheye = self._fisheye_setup(spec)
         self._set_thread_priorities()
-        self.pipeline = CapturePipeline(cfg.source.width, cfg.source.height, cfg.source.fps, branches,
-                                        cfg.controls, self.fisheye)
+        src = cfg.source
+        self.pipeline = OutputPipeline(src.width, src.height, src.fps, branches, cfg.controls)
         self._started = True
         self.started_mono = time.monotonic()
         self.loop.start()
@@ -178,31 +192,34 @@ class Service:
         for pub in self.publishers:
             pub.start()
         self.degrader = self._degrader(self.pipeline)
-        self._degrade_id = GLib.timeout_add_seconds(1, self._degrade_tick)
-        self.runner = SourceRunner(spec, cfg.source, self.pipeline.push)
+        self._timers = [GLib.timeout_add_seconds(1, self._tick), GLib.timeout_add(DEMAND_POLL_MS, self._demand)]
+        ring = SourceSpec("ring", str(self.runtime.ring))
+        self.runner = SourceRunner(ring, src.model_copy(update={"reconnect": RING_RECONNECT}), self._on_frame)
         self.runner.start()
-        self._stop_placeholder.clear()
-        self._placeholder_thread = threading.Thread(target=self._placeholder_loop, name="placeholder", daemon=True)
-        self._placeholder_thread.start()
-        log.info("cuecast %s started (pid %d), source %s", __version__, os.getpid(), spec.describe())
+        self.feeder = NoSignalFeeder(src.width, src.height, src.fps, "the capture process", self._last_ring,
+                                     self._push_placeholder)
+        self.feeder.start()
+        self.link.start()
+        log.info("streaming %s started (pid %d), %s", __version__, os.getpid(), self.priority or "default priority")
 
     @property
     def h264_wanted(self) -> bool:
         """The H.264 encoder branch exists when RTSP, WebRTC or a publish target can use it."""
-        cfg = self.cfg
-        return cfg.rtsp.enabled or cfg.webrtc.enabled or any(t.enabled for t in cfg.publish)
+        return self.cfg.h264_wanted
 
-    def _by_priority(self) -> list[tuple[str, list[tuple[str, ShmOutput | H264Output | MjpegOutput]]]]:
-        """The rate-controlled outputs as degrade.priority orders them: [(group, [(name, branch), ...]), ...]."""
-        groups: dict[str, list[tuple[str, ShmOutput | H264Output | MjpegOutput]]] = {
-            "shm": [("shm", self.shm)] if self.shm else [],
+    def _by_priority(self) -> list[tuple[str, list[tuple[str, H264Output | MjpegOutput]]]]:
+        """The rate-controlled outputs as degrade.priority orders them: [(group, [(name, branch), ...]), ...].
+        Shared memory is in the capture process, always first: its group here is empty (never lowered)."""
+        groups: dict[str, list[tuple[str, H264Output | MjpegOutput]]] = {
+            "shm": [],
             "rtsp": [("h264", self.h264)] if self.h264 else [],
-            "mjpeg": [(f"mjpeg {q}", out) for q, out in self.mjpeg.items()],
+            "mjpeg": [(f"mjpeg_{q}", out) for q, out in self.mjpeg.items()],
         }
-        return [(name, groups[name]) for name in self.cfg.degrade.priority]
+        order = ["shm", *[n for n in self.cfg.degrade.priority if n != "shm"]]
+        return [(name, groups[name]) for name in order]
 
-    def _degrader(self, pipeline: CapturePipeline) -> Degrader:
-        """The degradation policy over this service's outputs, grouped and ordered by degrade.priority."""
+    def _degrader(self, pipeline: OutputPipeline) -> Degrader:
+        """The degradation policy over this process's outputs, grouped and ordered by degrade.priority."""
         groups = [Group(name, [Rated(label, b.fps, b.active, lambda b=b: b.gate.passed, b.set_fps)
                                for label, b in branches]) for name, branches in self._by_priority()]
         dc = self.cfg.degrade
@@ -217,52 +234,40 @@ class Service:
             return
         for rank, (_name, branches) in enumerate(self._by_priority()):
             for _label, branch in branches:
-                branch.gate.nice = NICE_STEP * rank
+                branch.gate.nice = NICE_STEP * max(0, rank - 1)
 
-    def _degrade_tick(self) -> bool:
+    def _tick(self) -> bool:
+        """Once a second: degradation, and the H.264 outputs' rates."""
         if self.degrader is not None:
             self.degrader.tick()
+        self._rates["h264"].sample(self.h264_hub.frames)
+        if self.rtsp is not None:
+            self._rates["rtsp"].sample(self.rtsp.frames_sent)
+        if self.webrtc is not None:
+            self._rates["webrtc"].sample(self.webrtc.frames_sent)
         return True
 
-    def _fisheye_setup(self, spec: SourceSpec) -> FisheyeSetup | None:
-        fc = self.cfg.fisheye
-        if fc.calibration is not None:
-            path, source = fc.calibration, str(fc.calibration)
-        elif spec.kind == "demo":
-            from cuecast.fisheye.demo import demo_calibration_path
-
-            path, source = demo_calibration_path(), "built-in demo lens"
-        else:
-            return None  # no calibration: the element is not in the pipeline at all
-        try:
-            model = load_model(path)
-            model.scaled_to(self.cfg.source.width, self.cfg.source.height)  # aspect check, before start
-        except CalibrationError as e:
-            text = str(e) if str(path) in str(e) else f"{path}: {e}"
-            raise StartupError(f"fisheye.calibration: {text}") from None
-        from cuecast.fisheye.element import register
-
-        register()
-        log.info("fisheye correction %s with %s", "on" if fc.enabled else "available (off)", source)
-        return FisheyeSetup(model, source, fc.balance, fc.fov_scale, fc.enabled)
-
-    def wait_first_result(self, timeout: float) -> str | None:
-        """Wait for the first frame or the first source error; returns the error text, if any."""
-        if self.runner is None:
-            return None
-        self.runner.first_result.wait(timeout)
-        return self.runner.first_error
+    def _demand(self) -> bool:
+        """Ask the capture process for ring frames only while an output here has a consumer."""
+        pipeline = self.pipeline
+        want = pipeline is not None and any(b.active() for b in pipeline.branches)
+        if want and self.demand_since is None:
+            self.demand_since = time.monotonic()
+        elif not want:
+            self.demand_since = None
+        self.link.set_demand(want)
+        return True
 
     def stop(self) -> None:
         if not self._started:
             return
         self._started = False
-        self._stop_placeholder.set()
-        if self._degrade_id:
-            GLib.source_remove(self._degrade_id)
-            self._degrade_id = 0
-        if self._placeholder_thread is not None:
-            self._placeholder_thread.join(timeout=2)
+        for timer in self._timers:
+            GLib.source_remove(timer)
+        self._timers = []
+        if self.feeder is not None:
+            self.feeder.stop()
+        self.link.stop()
         if self.runner is not None:
             self.runner.stop()
         for pub in self.publishers:
@@ -274,167 +279,174 @@ class Service:
         if self.pipeline is not None:
             self.pipeline.stop()
         self.loop.stop()
-        log.info("cuecast stopped")
+        log.info("streaming stopped")
 
-    def apply_config(self, new: Config) -> tuple[list[str], list[str]]:
-        """Apply a reloaded config: (keys applied live, keys that need a restart)."""
-        old = self.cfg.model_dump()
-        fresh = new.model_dump()
-        applied: list[str] = []
-        if new.controls != self.cfg.controls:
-            self.set_controls(new.controls)
-            applied.append("controls")
-        if new.fisheye.enabled != self.cfg.fisheye.enabled and self.pipeline is not None:
-            if self.pipeline.set_fisheye_enabled(new.fisheye.enabled):
-                self.cfg.fisheye.enabled = new.fisheye.enabled
-                applied.append("fisheye.enabled")
-        for q, out in self.mjpeg.items():
-            quality = getattr(new.mjpeg, q).quality
-            if quality != getattr(self.cfg.mjpeg, q).quality:
-                out.set_quality(quality)
-                getattr(self.cfg.mjpeg, q).quality = quality
-                applied.append(f"mjpeg.{q}.quality")
-        if new.mjpeg.client_timeout != self.cfg.mjpeg.client_timeout:
-            self.cfg.mjpeg.client_timeout = new.mjpeg.client_timeout
-            applied.append("mjpeg.client_timeout")
-        if new.log.level != self.cfg.log.level:
-            logging.getLogger().setLevel(new.log.level)
-            self.cfg.log.level = new.log.level
-            applied.append("log.level")
-        live = set(applied) | {"controls"}
-        restart = [k for k in _changed_keys(old, fresh) if not any(k == a or k.startswith(a + ".") for a in live)]
-        return applied, restart
+    def wait_first_result(self, timeout: float) -> str | None:
+        """Wait for the first ring frame or the first ring error; returns the error text, if any."""
+        if self.runner is None:
+            return None
+        self.runner.first_result.wait(timeout)
+        return self.runner.first_error
+
+    # -- frames -----------------------------------------------------------------------------------------
+
+    def _on_frame(self, buf: Gst.Buffer, capture_ns: int, info: FrameInfo | None) -> None:
+        self.last_ring_mono = time.monotonic()
+        pipeline = self.pipeline
+        if pipeline is not None and info is not None:
+            pipeline.push(buf, capture_ns, info.placeholder, seq=info.seq, wall_ns=info.capture_wall_ns)
+
+    def _last_ring(self) -> float | None:
+        """The newest ring frame's arrival, for the NO SIGNAL feeder: frames only flow while an output here has
+        a consumer, so until then (and for a moment after) the ring counts as fine."""
+        since = self.demand_since
+        if since is None:
+            return time.monotonic()
+        return max(since, self.last_ring_mono or 0.0)
+
+    def _push_placeholder(self, buf: object, capture_ns: int) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.push(buf, capture_ns, placeholder=True)  # type: ignore[arg-type]
+
+    # -- controls and reload ----------------------------------------------------------------------------
+
+    def _on_capture_instance(self, status: dict[str, Any], first: bool) -> None:
+        """A capture process met for the first time: take its controls when this process just started; give
+        it ours when it is the one that restarted (changes made over the API are not lost)."""
+        if first:
+            try:
+                self.cfg.controls = ControlsConfig(**status.get("controls", {}))
+            except ValueError:
+                pass
+            return
+        try:
+            self.link.request("controls", **self.cfg.controls.model_dump())
+        except ControlError as e:
+            log.warning("could not hand the picture controls to the new capture process: %s", e)
 
     def set_controls(self, controls: ControlsConfig) -> None:
+        """Apply picture controls (in the capture process, where the correction runs)."""
         self.cfg.controls = controls
-        if self.pipeline is not None:
-            self.pipeline.apply_controls(controls)
+        try:
+            self.link.request("controls", **controls.model_dump())
+        except ControlError as e:
+            log.warning("controls kept here, the capture process takes them when it answers: %s", e)
 
-    def _placeholder_loop(self) -> None:
-        """Keep every output fed while the source is down: NO SIGNAL frames at the configured rate."""
-        from cuecast.placeholder import Placeholder
+    def apply_config(self, new: Config) -> tuple[list[str], list[str]]:
+        """Apply a reloaded config: (keys applied live, keys that need a restart). Controls and the
+        correction switch are applied by the capture process from the same file."""
+        live, restart = reload_plan(self.cfg, new)
+        if "controls" in live:
+            self.cfg.controls = new.controls
+        if "fisheye.enabled" in live:
+            self.cfg.fisheye.enabled = new.fisheye.enabled
+        for q, out in self.mjpeg.items():
+            if f"mjpeg.{q}.quality" in live:
+                quality = getattr(new.mjpeg, q).quality
+                out.set_quality(quality)
+                getattr(self.cfg.mjpeg, q).quality = quality
+        if "mjpeg.client_timeout" in live:
+            self.cfg.mjpeg.client_timeout = new.mjpeg.client_timeout
+        if "log.level" in live:
+            logging.getLogger().setLevel(new.log.level)
+            self.cfg.log.level = new.log.level
+        return live, restart
 
-        cfg = self.cfg.source
-        w, h, fps = cfg.width, cfg.height, cfg.fps
-        card = Placeholder(w, h, self.spec.describe() if self.spec else "?")
-        period = 1.0 / fps
-        next_t = time.monotonic()
-        shown: object = None
-        shown_bytes: GLib.Bytes | None = None
-        while not self._stop_placeholder.wait(max(0.0, next_t - time.monotonic())):
-            next_t += period
-            if next_t < time.monotonic() - 1:  # fell far behind (suspended): resync
-                next_t = time.monotonic() + period
-            runner, pipeline = self.runner, self.pipeline
-            if runner is None or pipeline is None:
-                continue
-            last = runner.status.last_frame_mono
-            now = time.monotonic()
-            if last is None and self.started_mono is not None and now - self.started_mono < PLACEHOLDER_AT_START_S:
-                continue
-            if last is not None and now - last < PLACEHOLDER_AFTER_S:
-                if self.signal_lost_mono is not None and self.placeholder_frames:
-                    log.info("source %s: signal back after %.1f s", runner.spec.describe(),
-                             now - self.signal_lost_mono)
-                    self.signal_lost_mono = None
-                continue
-            if self.signal_lost_mono is None:
-                self.signal_lost_mono = last if last is not None else now
-                log.warning("source %s: no signal; outputs show a placeholder", runner.spec.describe())
-            frame = card.frame(now - self.signal_lost_mono)
-            if frame is not shown:  # the card changes once a second: copy it into GLib memory only then
-                shown, shown_bytes = frame, GLib.Bytes.new(frame.tobytes())
-            pipeline.push(Gst.Buffer.new_wrapped_bytes(shown_bytes), time.monotonic_ns(), placeholder=True)
-            self.placeholder_frames += 1
+    # -- status -----------------------------------------------------------------------------------------
+
+    def capture_status(self) -> dict[str, Any] | None:
+        """The capture process's newest status, None while it does not answer."""
+        return self.link.status if self.link.connected else None
 
     def healthy(self) -> bool:
-        """True while frames flow from the source into the pipeline."""
-        st = self.runner.status if self.runner else None
-        return bool(st and st.last_frame_mono and time.monotonic() - st.last_frame_mono < HEALTHY_FRAME_AGE_S)
+        """True while real frames flow from the camera into the capture process and, when an output here has
+        a consumer, on through the ring."""
+        cap = self.capture_status()
+        last = self._last_ring()
+        return bool(cap and cap.get("healthy") and last and time.monotonic() - last < HEALTHY_FRAME_AGE_S)
+
+    def _processes(self, cap: dict[str, Any] | None) -> dict[str, Any]:
+        sup = self.runtime.read_supervisor() or {}
+        restarts = sup.get("restarts", {})
+        return {
+            "capture": {"pid": cap["pid"], "state": "running", "uptime_s": cap["uptime_s"],
+                        "cpu_percent": cap["cpu_percent"], "priority": cap["priority"],
+                        "restarts": restarts.get("capture", 0)} if cap else
+                       {"pid": sup.get("pids", {}).get("capture"), "state": "not answering",
+                        "restarts": restarts.get("capture", 0)},
+            "streaming": {"pid": os.getpid(), "state": "running",
+                          "uptime_s": round(time.monotonic() - self.started_mono, 1) if self.started_mono else 0.0,
+                          "cpu_percent": round(self.cpu_percent, 1), "priority": self.priority,
+                          "restarts": restarts.get("streaming", 0)},
+        }
+
+    def outputs(self, cap: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+        """Every output with the same fields (enabled, clients, fps, frames_sent, frames_dropped, bytes_sent),
+        then its own."""
+        out: dict[str, dict[str, Any]] = {}
+        shm = (cap or {}).get("shm") or {"enabled": self.cfg.shm.enabled}
+        out["shm"] = output_entry(**{k: shm.get(k, 0) for k in ("clients", "fps", "frames_sent", "frames_dropped",
+                                                                 "bytes_sent")}, enabled=bool(shm.get("enabled")),
+                                  **{k: shm[k] for k in ("socket", "width", "height", "view") if k in shm})
+        for q in QUALITIES:
+            qc = getattr(self.cfg.mjpeg, q)
+            hub = self.hubs.get(q)
+            st = hub.stats() if hub else {}
+            out[f"mjpeg_{q}"] = output_entry(
+                hub is not None, st.get("clients", 0), st.get("fps", 0.0), st.get("frames_sent", 0),
+                st.get("frames_dropped", 0), st.get("bytes_sent", 0), port=qc.port, width=qc.width,
+                height=qc.height, fps_configured=qc.fps, quality=qc.quality,
+                **{k: v for k, v in st.items() if k not in ("clients", "fps", "frames_sent", "frames_dropped",
+                                                             "bytes_sent")})
+        hub264 = self.h264_hub
+        w, h = self.cfg.rtsp_size
+        enc: dict[str, Any] = {"encoder": self.encoder.element, "encoder_reason": self.encoder_reason,
+                               "encoding": hub264.demand, "consumers": hub264.subscribers, "width": w, "height": h,
+                               "fps_configured": self.cfg.rtsp.fps, "frames_encoded": hub264.frames,
+                               "keyframes": hub264.keyframes, "bytes_encoded": hub264.bytes} if self.encoder else {}
+        out["h264"] = output_entry(self.encoder is not None, hub264.subscribers, self._rates["h264"].fps,
+                                   hub264.frames, hub264.dropped, hub264.bytes, **enc)
+        rtsp = self.rtsp
+        out["rtsp"] = output_entry(rtsp is not None, rtsp.clients if rtsp else 0, self._rates["rtsp"].fps,
+                                   rtsp.frames_sent if rtsp else 0, 0, rtsp.bytes_sent if rtsp else 0,
+                                   **({"url": rtsp.url, "auth": bool(self.cfg.rtsp.users), **enc} if rtsp else {}))
+        web = self.webrtc
+        extra = web.stats() if web else {}
+        out["webrtc"] = output_entry(web is not None, extra.pop("clients", 0), self._rates["webrtc"].fps,
+                                     web.frames_sent if web else 0, 0, web.bytes_sent if web else 0,
+                                     **({"endpoint": "/whep/high", **extra} if web else {}))
+        return out
 
     def status(self) -> dict[str, Any]:
-        src = self.runner.status if self.runner else None
-        source: dict[str, Any] | None = None
-        if src is not None:
-            source = vars(src).copy()
-            last = source.pop("last_frame_mono")
-            source["last_frame_age_s"] = round(time.monotonic() - last, 3) if last else None
-            source["fps"] = round(source["fps"], 2) if source["fps"] else None
+        cap = self.capture_status()
+        source = dict(cap["source"]) if cap and cap.get("source") else None
+        if source is not None:
             source["signal"] = self.healthy()
-            source["signal_lost_s"] = (round(time.monotonic() - self.signal_lost_mono, 1)
-                                       if self.signal_lost_mono is not None else None)
-            source["placeholder_frames"] = self.placeholder_frames
         out: dict[str, Any] = {
             "version": __version__,
             "gstreamer": Gst.version_string(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1) if self.started_mono else 0.0,
-            "cpu_percent": round(self.cpu_percent, 1),
+            "cpu_percent": round(self.cpu_percent + (cap["cpu_percent"] if cap else 0.0), 1),
             "healthy": self.healthy(),
             "source": source,
+            "processes": self._processes(cap),
             "pipeline": {
-                "frames_in": self.pipeline.frames_in if self.pipeline else 0,
-                "frames_idle": self.pipeline.frames_idle if self.pipeline else 0,
-                "restarts": self.pipeline.restarts if self.pipeline else 0,
-                "last_error": self.pipeline.last_error if self.pipeline else None,
+                **(cap["pipeline"] if cap else {"frames_in": 0, "restarts": 0, "last_error": None}),
+                "streaming_frames_in": self.pipeline.frames_in if self.pipeline else 0,
+                "streaming_frames_idle": self.pipeline.frames_idle if self.pipeline else 0,
+                "streaming_restarts": self.pipeline.restarts if self.pipeline else 0,
             },
-            "fisheye": {
-                "active": self.fisheye is not None,
-                "enabled": bool(self.fisheye and self.fisheye.enabled),
-                "calibration": self.fisheye.source if self.fisheye else None,
-                "camera_matrix": self.pipeline.fisheye_matrix() if self.pipeline else None,
-            },
-            "outputs": {},
+            "fisheye": cap["fisheye"] if cap else {"active": None, "enabled": self.cfg.fisheye.enabled},
+            "ring": {"state": self.runner.status.state if self.runner else "stopped",
+                     **((cap or {}).get("ring") or {})},
+            "outputs": self.outputs(cap),
         }
-        outputs = out["outputs"]
-        outputs["shm"] = {"enabled": self.shm is not None}
-        if self.shm is not None:
-            outputs["shm"].update({
-                "socket": str(self.shm.socket_path), "clients": self.shm.clients,
-                "frames_sent": self.shm.frames_sent, "width": self.shm.width, "height": self.shm.height,
-            })
-        for q in QUALITIES:
-            qc = getattr(self.cfg.mjpeg, q)
-            entry: dict[str, Any] = {"enabled": q in self.hubs, "port": qc.port, "width": qc.width,
-                                     "height": qc.height, "fps_configured": qc.fps, "quality": qc.quality}
-            if q in self.hubs:
-                entry.update(self.hubs[q].stats())
-            outputs[f"mjpeg_{q}"] = entry
-        h264: dict[str, Any] = {"enabled": self.encoder is not None}
-        if self.encoder is not None:
-            hub = self.h264_hub
-            w, h = self.cfg.rtsp_size
-            h264.update({
-                "encoder": self.encoder.element, "encoder_reason": self.encoder_reason, "encoding": hub.demand,
-                "consumers": hub.subscribers, "width": w, "height": h, "fps_configured": self.cfg.rtsp.fps,
-                "frames_encoded": hub.frames, "keyframes": hub.keyframes, "bytes_encoded": hub.bytes,
-            })
-        outputs["h264"] = h264
-        rtsp: dict[str, Any] = {"enabled": self.rtsp is not None}
-        if self.rtsp is not None:
-            rtsp.update({"url": self.rtsp.url, "clients": self.rtsp.clients, "auth": bool(self.cfg.rtsp.users),
-                         **{k: v for k, v in h264.items() if k != "enabled"}})
-        outputs["rtsp"] = rtsp
-        webrtc: dict[str, Any] = {"enabled": self.webrtc is not None}
-        if self.webrtc is not None:
-            webrtc.update({"endpoint": "/whep/high", **self.webrtc.stats()})
-        outputs["webrtc"] = webrtc
         out["publish"] = [p.stats() for p in self.publishers]
         if self.degrader is not None:
             out["degradation"] = self.degrader.status()
             for name, rates in out["degradation"]["outputs"].items():
-                key = name.replace(" ", "_")  # "mjpeg medium" -> the "mjpeg_medium" output
-                if key in outputs:
-                    outputs[key]["fps_target"] = rates["fps_target"]
+                if name in out["outputs"]:
+                    out["outputs"][name]["fps_target"] = rates["fps_target"]
         return out
 
-
-def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        path = f"{prefix}{k}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, path + ".")
-        elif a != b:
-            keys.append(path)
-    return keys

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlparse
 
-SourceKind = Literal["v4l2", "file", "rtsp", "http", "test", "demo"]
+SourceKind = Literal["v4l2", "file", "rtsp", "http", "test", "demo", "ring"]  # ring: internal only
 
 DEFAULT_DEVICE = "/dev/video0"
 DEMO_PATTERN = "pool-table"

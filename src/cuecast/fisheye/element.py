@@ -18,7 +18,7 @@ import numpy as np
 gi.require_version("GstBase", "1.0")
 from gi.repository import GObject, GstBase  # noqa: E402
 
-from cuecast.fisheye.maps import Maps, build_maps  # noqa: E402
+from cuecast.fisheye.maps import Maps, build_maps, luma_lut  # noqa: E402
 from cuecast.fisheye.model import CalibrationError, FisheyeModel, load_model  # noqa: E402
 from cuecast.gst import Gst, GstVideo, MapError, mapped  # noqa: E402
 
@@ -94,14 +94,8 @@ class FisheyeUndistort(GstBase.BaseTransform):
             self.maps = None  # rebuilt for the next frame with the new parameters
 
     def set_luma(self, brightness: float, contrast: float) -> None:
-        """Brightness/contrast applied to the corrected luma in the same pass, with videobalance's formula
-        (y' = 16 + (y - 16) * contrast + brightness * 255): a table lookup on one plane instead of a
-        separate element over the whole frame."""
-        if brightness == 0.0 and contrast == 1.0:
-            self._luma_lut = None
-            return
-        y = 16.0 + (np.arange(256, dtype=np.float64) - 16.0) * contrast + brightness * 255.0
-        self._luma_lut = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+        """Brightness/contrast applied to the corrected luma in the same pass (maps.luma_lut)."""
+        self._luma_lut = luma_lut(brightness, contrast)
 
     def set_model(self, model: FisheyeModel) -> None:
         with self._lock:

@@ -56,3 +56,31 @@ def build_maps(model: FisheyeModel, width: int, height: int, *, chroma: bool,
     full = _fixed(m.K, m.D, P, (width, height))
     half = _fixed(half_scale(m.K), m.D, half_scale(P), (width // 2, height // 2)) if chroma else None
     return Maps((width, height), P, full, half)
+
+
+REMAP_MAGIC = b"CCREMAP1"  # the native cuecastremap element's `map` layout (native/remap.h)
+REMAP_HEADER = 64
+
+
+def remap_table(maps: Maps, in_size: tuple[int, int]) -> bytes:
+    """The maps as the native element's `map` property: a 64-byte header (magic, input and output sizes),
+    then luma (x, y) int16 pairs, luma fractions, chroma pairs, chroma fractions."""
+    if maps.half is None:
+        raise ValueError("the native element needs the chroma maps (build_maps(..., chroma=True))")
+    out_w, out_h = maps.size
+    head = REMAP_MAGIC + np.array([*in_size, out_w, out_h], "<u4").tobytes()
+    parts = [np.ascontiguousarray(a) for a in (*maps.full, *maps.half)]
+    expected = [(out_h, out_w, 2), (out_h, out_w), (out_h // 2, out_w // 2, 2), (out_h // 2, out_w // 2)]
+    if [p.shape for p in parts] != expected:
+        raise ValueError(f"map shapes {[p.shape for p in parts]} do not fit {out_w}x{out_h}")
+    return head.ljust(REMAP_HEADER, b"\0") + b"".join(p.astype("<i2" if p.ndim == 3 else "<u2").tobytes()
+                                                     for p in parts)
+
+
+def luma_lut(brightness: float, contrast: float) -> np.ndarray | None:
+    """Brightness/contrast as a luma lookup table with videobalance's formula
+    (y' = 16 + (y - 16) * contrast + brightness * 255); None at the neutral settings."""
+    if brightness == 0.0 and contrast == 1.0:
+        return None
+    y = 16.0 + (np.arange(256, dtype=np.float64) - 16.0) * contrast + brightness * 255.0
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from cuecast.encoders import EncoderKind
 from cuecast.gst import Gst, GstVideo
-from cuecast.pipeline import CapturePipeline, DemandGate
+from cuecast.pipeline import DemandGate, OutputPipeline, queue_name
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class H264Hub:
         self.frames = 0
         self.keyframes = 0
         self.bytes = 0
+        self.dropped = 0  # access units a subscriber skipped (joined between key frames, or fell behind)
 
     @property
     def demand(self) -> bool:
@@ -82,11 +83,13 @@ class H264Hub:
             if sub.waiting_for_key:
                 if not key:
                     need_key = True
+                    self.dropped += 1
                     continue
                 sub.waiting_for_key = False
             if not sub.push(buf, caps):
                 sub.waiting_for_key = True
                 need_key = True
+                self.dropped += 1
         if need_key:
             self.request_keyframe()
 
@@ -102,6 +105,8 @@ class AppsrcFeed:
         self._anchor = -1
         self._n = 0
         self._last_pts = -1
+        self.frames = 0
+        self.bytes = 0
 
     def push(self, buf: Gst.Buffer, caps: Gst.Caps) -> bool:
         if self.appsrc.get_property("current-level-bytes") > MAX_QUEUED_BYTES:
@@ -131,6 +136,8 @@ class AppsrcFeed:
             self._last_pts = ideal
             out.pts = out.dts = ideal
         self.appsrc.emit("push-buffer", out)
+        self.frames += 1
+        self.bytes += out.get_size()
         return True
 
 
@@ -138,6 +145,7 @@ class H264Output:
     """Branch: [gate] -> videoscale -> encoder -> h264parse (SPS/PPS on every IDR) -> appsink -> hub."""
 
     name = "h264"
+    queued = True
 
     def __init__(self, encoder: EncoderKind, width: int, height: int, fps: int, kbps: int, gop: int,
                  source_fps: int, hub: H264Hub) -> None:
@@ -159,11 +167,8 @@ class H264Output:
             "! appsink name=h264_sink emit-signals=true sync=false async=false max-buffers=4 drop=false qos=false"
         )
 
-    def extra(self) -> str:
-        return ""
-
-    def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
-        self.gate.install(pipeline, f"q_{self.name}")
+    def attach(self, pipeline: Gst.Pipeline, frames: OutputPipeline) -> None:
+        self.gate.install(pipeline, queue_name(self))
         self._enc_src = pipeline.get_by_name("h264_parse").get_static_pad("sink").get_peer()
         pipeline.get_by_name("h264_sink").connect("new-sample", self._on_sample)
 

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from cuecast.gst import Gst
-from cuecast.pipeline import CapturePipeline, DemandGate
+from cuecast.pipeline import DemandGate, OutputPipeline, queue_name
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ class FrameHub:
             "fps": round(self.fps, 1),
             "frames_encoded": self.frames_published,
             "frames_sent": self.frames_sent,
+            "frames_dropped": self.frames_dropped,
             "frames_dropped_slow_clients": self.frames_dropped,
             "bytes_sent": self.bytes_sent,
             "clients_refused": self.clients_refused,
@@ -214,12 +215,13 @@ class MjpegOutput:
     def __init__(self, quality: str, width: int, height: int, fps: int, jpeg_quality: int, hub: FrameHub,
                  source_fps: int) -> None:
         self.name = f"mjpeg_{quality}"
+        self.queued = True
         self.quality = quality
         self.width, self.height, self.fps = width, height, fps
         self.jpeg_quality = jpeg_quality
         self.hub = hub
         self.gate = DemandGate(fps, source_fps, lambda: hub.demand)
-        self._frames: CapturePipeline | None = None
+        self._frames: OutputPipeline | None = None
         self._encoder: Gst.Element | None = None
 
     def fragment(self) -> str:
@@ -230,13 +232,10 @@ class MjpegOutput:
             "qos=false"
         )
 
-    def extra(self) -> str:
-        return ""
-
-    def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
+    def attach(self, pipeline: Gst.Pipeline, frames: OutputPipeline) -> None:
         self._frames = frames
         self._encoder = pipeline.get_by_name(f"enc_{self.name}")
-        self.gate.install(pipeline, f"q_{self.name}")
+        self.gate.install(pipeline, queue_name(self))
         pipeline.get_by_name(f"sink_{self.name}").connect("new-sample", self._on_sample)
 
     def started(self) -> None:

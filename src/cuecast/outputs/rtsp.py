@@ -52,6 +52,8 @@ class RtspServer:
         self._feeds: dict[GstRtspServer.RTSPMedia, AppsrcFeed] = {}
         self.clients = 0
         self.sessions_total = 0
+        self._gone_frames = 0  # totals of the clients that left
+        self._gone_bytes = 0
 
     @property
     def url(self) -> str:
@@ -140,8 +142,22 @@ class RtspServer:
     def _on_unprepared(self, media: GstRtspServer.RTSPMedia) -> None:
         with self._lock:
             feed = self._feeds.pop(media, None)
+            if feed is not None:
+                self._gone_frames += feed.frames
+                self._gone_bytes += feed.bytes
         if feed is not None:
             self.hub.unsubscribe(feed)
+
+    @property
+    def frames_sent(self) -> int:
+        """Access units handed to RTSP clients, summed over clients (those gone included)."""
+        with self._lock:
+            return self._gone_frames + sum(f.frames for f in self._feeds.values())
+
+    @property
+    def bytes_sent(self) -> int:
+        with self._lock:
+            return self._gone_bytes + sum(f.bytes for f in self._feeds.values())
 
     def stop(self) -> None:
         server, self.server = self.server, None

@@ -1,8 +1,12 @@
-"""Shared-memory output for the vision backend: packed BGR frames plus a metadata trailer via shmsink.
+"""Shared-memory outputs: packed frames plus the metadata trailer (frame.py) through shmsink.
 
-Owns the socket's life (stale sockets unlinked, leaked /dev/shm segments of dead producers removed,
-mode 0660 with an optional group, removal at stop) and the one I420->BGR conversion of the service,
-done with cv2.cvtColor straight into the outgoing buffer (cheaper than videoconvert, measured).
+Owns the socket's life (stale sockets unlinked, leaked /dev/shm segments of dead producers removed, mode
+0660 with an optional group, removal at stop) and the branch: `valve ! cuecastpack ! shmsink`, all native,
+the valve open only while a reader is connected. Two outputs are built from it: the vision backend's (BGR,
+in the tee's own thread: no queue, no thread hop between the correction and the backend) and the internal
+ring the streaming process reads (I420, behind a leaky queue: viewers never hold up the backend). The packer
+writes straight into shmsink's memory and drops a frame when a reader holds every block, so shmsink never
+waits.
 """
 
 from __future__ import annotations
@@ -13,21 +17,20 @@ import os
 import re
 import socket
 import stat
-import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-from cuecast.frame import TRAILER_SIZE, FrameInfo, buffer_size
-from cuecast.gst import Gst, MapError, mapped
-from cuecast.pipeline import CapturePipeline, DemandGate, FrameMeta
+from cuecast.frame import Geometry, buffer_size
+from cuecast.gst import GLib, Gst
+from cuecast.pipeline import OutputPipeline
 
 log = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
 SEGMENT_RE = re.compile(r"^shmpipe\.\s*(\d+)\.\s*\d+$")
 SOCKET_MODE = 0o660
+PRIVATE_MODE = 0o600
 
 
 class ShmError(Exception):
@@ -111,26 +114,32 @@ def prepare_socket_path(path: Path) -> None:
 
 
 class ShmOutput:
-    """Branch: I420 from the tee -> BGR + trailer -> shmsink."""
-
-    name = "shm"
+    """Branch: [valve] -> [videoscale] -> cuecastpack (BGR or I420 + trailer) -> shmsink."""
 
     def __init__(
-        self, socket_path: Path, width: int, height: int, fps: int, buffers: int = 6, group: str | None = None
+        self, socket_path: Path, width: int, height: int, fps: int, buffers: int = 6, group: str | None = None,
+        *, name: str = "shm", fmt: str = "BGR", queued: bool = False, mode: int = SOCKET_MODE,
+        source_size: tuple[int, int] | None = None, wanted: Callable[[], bool] | None = None,
+        geometry: Geometry | None = None,
     ) -> None:
+        self.name = name
+        self.queued = queued
         self.socket_path = Path(socket_path)
         self.width, self.height, self.fps = width, height, fps
-        self.gate = DemandGate(fps, fps, lambda: self.clients > 0)
+        self.fmt = fmt
+        self.mode = mode
+        self.source_size = source_size or (width, height)
         self.buffers = buffers
         self.group = group
+        self.geometry = geometry or Geometry()
+        self._wanted = wanted or (lambda: True)  # a further condition besides a connected reader
         self._gid = self._resolve_group(group)
-        self._frames: CapturePipeline | None = None
-        self._appsrc: Gst.Element | None = None
-        self._sink: Gst.Element | None = None
-        self._allocator: Gst.Allocator | None = None
-        self._scratch: np.ndarray | None = None
-        self._lock = threading.Lock()
-        self.frames_sent = 0
+        self._frames: OutputPipeline | None = None
+        self._valve: Gst.Element | None = None
+        self._pack: Gst.Element | None = None
+        self._rate_id = 0
+        self._rate_last: tuple[float, int] = (0.0, 0)
+        self.fps_measured = 0.0
         self.clients = 0
 
     @staticmethod
@@ -146,74 +155,85 @@ class ShmOutput:
         prepare_socket_path(self.socket_path)
 
     def fragment(self) -> str:
-        return "appsink name=shm_in emit-signals=true sync=false async=false max-buffers=1 drop=true qos=false"
-
-    def extra(self) -> str:
-        size = buffer_size(self.width, self.height)
-        caps = f"video/x-raw,format=BGR,width={self.width},height={self.height},framerate={self.fps}/1"
+        n = self.name
+        scale = ""
+        if self.source_size != (self.width, self.height):
+            scale = f"videoscale ! video/x-raw,width={self.width},height={self.height},pixel-aspect-ratio=1/1 ! "
+        size = buffer_size(self.width, self.height, self.fmt)
         return (
-            f"appsrc name=shm_src is-live=true format=time block=false max-buffers=2 leaky-type=downstream "
-            f"caps={caps} ! shmsink name=shm_sink socket-path=\"{self.socket_path}\" "
-            f"wait-for-connection=false sync=false async=false shm-size={size * self.buffers} "
-            f"perms={SOCKET_MODE}"
+            f"valve name={n}_valve drop=true ! {scale}cuecastpack name={n}_pack "
+            f"! video/x-raw,format={self.fmt} ! shmsink name={n}_sink socket-path=\"{self.socket_path}\" "
+            f"wait-for-connection=false sync=false async=false shm-size={size * self.buffers} perms={self.mode}"
         )
 
-    def attach(self, pipeline: Gst.Pipeline, frames: CapturePipeline) -> None:
+    def attach(self, pipeline: Gst.Pipeline, frames: OutputPipeline) -> None:
         self._frames = frames
-        self._appsrc = pipeline.get_by_name("shm_src")
-        # No consumer connected: no colour conversion, no copy (work only for outputs somebody consumes).
-        self.gate.install(pipeline, f"q_{self.name}")
-        pipeline.get_by_name("shm_in").connect("new-sample", self._on_sample)
-        sink = pipeline.get_by_name("shm_sink")
-        self._sink = sink
+        n = self.name
+        self._valve = pipeline.get_by_name(f"{n}_valve")
+        self._pack = pipeline.get_by_name(f"{n}_pack")
+        self._pack.set_property("geometry", GLib.Bytes.new(self.geometry.pack()))
+        sink = pipeline.get_by_name(f"{n}_sink")
         sink.connect("client-connected", self._on_client, 1)
         sink.connect("client-disconnected", self._on_client, -1)
 
     def active(self) -> bool:
-        return self.clients > 0
+        return self.clients > 0 and self._wanted()
 
-    def set_fps(self, fps: int) -> None:
-        self.gate.set_fps(fps)
+    def refresh(self) -> None:
+        """Open the valve while a reader is connected and wanted (any thread); tell the pipeline entry."""
+        if self._valve is not None:
+            self._valve.set_property("drop", not self.active())
+        if self._frames is not None:
+            self._frames.refresh_demand()
+
+    def set_geometry(self, geometry: Geometry) -> None:
+        """The view and millimetre mapping written into every frame's trailer from now on."""
+        self.geometry = geometry
+        if self._pack is not None:
+            self._pack.set_property("geometry", GLib.Bytes.new(geometry.pack()))
 
     def _on_client(self, _sink: Gst.Element, _fd: int, delta: int) -> None:
         self.clients = max(0, self.clients + delta)
-        log.info("shm consumer %s (%d connected)", "connected" if delta > 0 else "left", self.clients)
+        self.refresh()
+        log.info("%s reader %s (%d connected)", self.name, "connected" if delta > 0 else "left", self.clients)
+
+    @property
+    def frames_sent(self) -> int:
+        return int(self._pack.get_property("frames")) if self._pack is not None else 0
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames not delivered because a reader held every block of the shared area."""
+        return int(self._pack.get_property("dropped")) if self._pack is not None else 0
+
+    def _sample_rate(self) -> bool:
+        now, frames = time.monotonic(), self.frames_sent
+        last_t, last_n = self._rate_last
+        if last_t and now > last_t:
+            self.fps_measured = max(0.0, (frames - last_n) / (now - last_t))
+        self._rate_last = (now, frames)
+        return True
 
     def started(self) -> None:
-        self._allocator = self._shm_allocator()
         # shmsink created the socket when it started; make it 0660 (group-shared, never world-writable).
         try:
-            os.chmod(self.socket_path, SOCKET_MODE)
+            os.chmod(self.socket_path, self.mode)
             if self._gid is not None:
                 os.chown(self.socket_path, -1, self._gid)
                 for seg in own_segments():
                     os.chown(seg, -1, self._gid)
         except OSError as e:
             log.warning("could not set mode/group on %s: %s", self.socket_path, e)
-        log.info("shared memory: %s, BGR %dx%d", self.socket_path, self.width, self.height)
-
-    def _shm_allocator(self) -> Gst.Allocator | None:
-        """shmsink's own allocator: frames written straight into the shared area, no extra copy."""
-        if self._sink is None:
-            return None
-        caps = Gst.Caps.from_string(f"video/x-raw,format=BGR,width={self.width},height={self.height}")
-        query = Gst.Query.new_allocation(caps, True)
-        if not self._sink.get_static_pad("sink").query(query) or query.get_n_allocation_params() == 0:
-            return None
-        allocator, _params = query.parse_nth_allocation_param(0)
-        return allocator
-
-    def _new_buffer(self, size: int) -> Gst.Buffer:
-        if self._allocator is not None:
-            buf = Gst.Buffer.new_allocate(self._allocator, size, None)
-            if buf is not None:  # None when the shared area is full (a consumer holds many frames)
-                return buf
-        return Gst.Buffer.new_allocate(None, size, None)
+        self._rate_last = (0.0, 0)
+        self._rate_id = GLib.timeout_add_seconds(1, self._sample_rate)
+        log.info("%s: %s, %s %dx%d", self.name, self.socket_path, self.fmt, self.width, self.height)
 
     def stopped(self) -> None:
-        self._appsrc = None
-        self._sink = None
-        self._allocator = None
+        if self._rate_id:
+            GLib.source_remove(self._rate_id)
+            self._rate_id = 0
+        self._valve = None
+        self._pack = None
         # shmsink unlinks both on a clean stop; make sure, so nothing is left behind.
         try:
             if self.socket_path.is_socket():
@@ -226,38 +246,13 @@ class ShmOutput:
             except OSError:
                 pass
         self.clients = 0
+        self.fps_measured = 0.0
 
-    def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
-        sample = sink.emit("pull-sample")
-        appsrc, frames = self._appsrc, self._frames
-        if sample is None or appsrc is None or frames is None:
-            return Gst.FlowReturn.OK
-        inbuf = sample.get_buffer()
-        s = sample.get_caps().get_structure(0)
-        in_w, in_h = s.get_int("width")[1], s.get_int("height")[1]
-        meta = frames.frame_meta(inbuf) or FrameMeta(inbuf.offset, 0, 0, False)
-        w, h = self.width, self.height
-        out = self._new_buffer(buffer_size(w, h))
-        try:
-            with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(out, Gst.MapFlags.WRITE) as dst_mem:
-                yuv = np.frombuffer(src, np.uint8, count=in_w * in_h * 3 // 2).reshape(in_h * 3 // 2, in_w)
-                dst = np.ndarray((h, w, 3), np.uint8, buffer=dst_mem)
-                if (in_w, in_h) == (w, h):
-                    cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=dst)
-                else:
-                    with self._lock:
-                        if self._scratch is None or self._scratch.shape[:2] != (in_h, in_w):
-                            self._scratch = np.empty((in_h, in_w, 3), np.uint8)
-                        cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=self._scratch)
-                        cv2.resize(self._scratch, (w, h), dst=dst, interpolation=cv2.INTER_AREA)
-                info = FrameInfo(meta.seq, meta.capture_ns, meta.capture_wall_ns, w, h, meta.placeholder)
-                trailer = np.ndarray((TRAILER_SIZE,), np.uint8, buffer=dst_mem, offset=w * h * 3)
-                trailer[:] = np.frombuffer(info.pack(), np.uint8)
-        except MapError:
-            return Gst.FlowReturn.OK
-        out.pts = inbuf.pts
-        out.duration = inbuf.duration
-        out.offset = inbuf.offset
-        self.frames_sent += 1
-        appsrc.emit("push-buffer", out)
-        return Gst.FlowReturn.OK
+    def stats(self) -> dict[str, object]:
+        return {
+            "socket": str(self.socket_path), "format": self.fmt, "width": self.width, "height": self.height,
+            "clients": self.clients, "fps": round(self.fps_measured, 1), "frames_sent": self.frames_sent,
+            "frames_dropped": self.frames_dropped,
+            "bytes_sent": self.frames_sent * buffer_size(self.width, self.height, self.fmt),
+            "view": self.geometry.view,
+        }

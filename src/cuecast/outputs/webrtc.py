@@ -381,10 +381,19 @@ class WebRtcOutput:
         log.info("WebRTC viewer %s: closed (%d left)", sid, len(self._sessions))
         return True
 
+    @property
+    def frames_sent(self) -> int:
+        """Access units handed to the WebRTC pipeline (payloaded once for every viewer)."""
+        return self._feed.frames if self._feed is not None else 0
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._feed.bytes if self._feed is not None else 0
+
     def stats(self) -> dict[str, object]:
         now = time.monotonic()
         return {
-            "viewers": len(self._sessions), "clients": len(self._sessions), "max_viewers": self.max_viewers,
+            "clients": len(self._sessions), "max_viewers": self.max_viewers,
             "sessions_total": self.sessions_total, "refused": self.refused,
             "payloaders": sorted(self._payloaders),
             "sessions": [{"id": s.id[:6] + "…", "peer": s.peer, "state": s.state,

@@ -1,8 +1,11 @@
-"""The process's main loop: the Service plus every HTTP server (uvicorn) on one asyncio loop.
+"""The streaming process's main: the Service plus every HTTP server (uvicorn) on one asyncio loop.
 
-Owns the start order (bind every port first, so a taken port is a clear error before anything starts;
-then the service; then the servers), signal handling (SIGTERM/SIGINT stop everything within 2 s), and
-periodic chores (CPU sampling).
+Owns the start order (the listening sockets come from the supervisor, which bound them before anything
+started, so a taken port is a clear error and connections made while this process restarts wait in the
+backlog; then the service; then the servers), SIGTERM/SIGINT (stop within 2 s), SIGHUP (apply this
+process's live keys), and liveness: a server that stops unexpectedly ends the process with an error (the
+supervisor restarts it), and the heartbeat goes out only while every server runs and the GLib loop turns.
+No websocket support is loaded: nothing here speaks it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ from typing import Any
 import psutil
 import uvicorn
 
-from cuecast import systemd
+from cuecast.child import Heartbeat, Runtime, listen_fds
 from cuecast.config import Config, ConfigError, load_config
 from cuecast.ports import PortError, bind_tcp
 from cuecast.service import Service, StartupError
@@ -30,11 +34,10 @@ from cuecast.web.protocol import DeadlineHttpProtocol
 
 log = logging.getLogger(__name__)
 
-FIRST_RESULT_TIMEOUT_S = 10.0
 SHUTDOWN_GRACE_S = 1.0
 CPU_SAMPLE_S = 2.0
-# HTTP hardening defaults: headers over this are refused (431/400), idle keep-alive connections closed.
-MAX_HEADER_BYTES = 16 * 1024
+HEARTBEAT_S = 1.0
+# Idle keep-alive connections are closed after this long.
 KEEPALIVE_S = 5
 
 
@@ -50,54 +53,61 @@ class FatalStartup(Exception):
     """Bad input found at start-up: exit 2 with this message."""
 
 
-def _uvicorn(app: object, name: str, header_timeout: float) -> _Server:
+class ServerDied(Exception):
+    """A server stopped while the service was running: exit 1 (the supervisor starts a new process)."""
+
+
+def _uvicorn(app: object, header_timeout: float) -> _Server:
     protocol = type("CuecastHttpProtocol", (DeadlineHttpProtocol,), {"header_timeout": header_timeout})
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
-        timeout_keep_alive=KEEPALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
-        http=protocol,
+        timeout_keep_alive=KEEPALIVE_S, server_header=False, http=protocol,
+        ws="none",  # never import a websockets package (a broken system one killed every server before)
     )
     server = _Server(config)
     server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
     return server
 
 
-async def _watchdog(service: Service, interval: float) -> None:
-    """Tell systemd we are alive while both loops turn (asyncio here, GLib checked by a round trip)."""
+async def _glib_turns(timeout: float) -> bool:
+    """True when the GLib main loop runs a callback within `timeout` (it is not stuck)."""
     from cuecast.gst import GLib
 
     loop = asyncio.get_running_loop()
+    done = asyncio.Event()
 
-    def ping(done: asyncio.Event) -> bool:
+    def ping() -> bool:
         loop.call_soon_threadsafe(done.set)
         return False  # run once
 
+    GLib.idle_add(ping)
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
+async def _heartbeat(heartbeat: Heartbeat, tasks: list[asyncio.Task[None]], service: Service) -> None:
+    """Tell the supervisor we are alive, only while every server runs and both loops turn."""
     while True:
-        await asyncio.sleep(interval)
-        done = asyncio.Event()
-        GLib.idle_add(ping, done)
-        try:
-            await asyncio.wait_for(done.wait(), interval)
-        except TimeoutError:
-            log.error("GLib main loop unresponsive; not feeding the watchdog")
-            continue
-        systemd.notify("WATCHDOG=1")
+        await asyncio.sleep(HEARTBEAT_S)
+        if all(not t.done() for t in tasks) and service.loop.alive() and await _glib_turns(HEARTBEAT_S):
+            heartbeat.alive()
+        else:
+            log.error("not healthy (a server or the GLib loop is not running); no heartbeat")
 
 
 def reload_config(service: Service) -> None:
-    """SIGHUP: re-read the config file, apply what can change live, say what needs a restart."""
-
-    if service.config_path is None:
-        log.warning("SIGHUP: no config file to reload (started with built-in defaults)")
-        return
+    """SIGHUP: re-read the config file and apply what this process can change live."""
     try:
         new = load_config(service.config_path, overrides=service.overrides).config
     except ConfigError as e:
         log.error("SIGHUP: config not reloaded, it is invalid (the running config stays):\n%s", e)
         return
-    applied, restart = service.apply_config(new)
-    log.info("SIGHUP: reloaded %s; applied live: %s; needs a restart: %s", service.config_path,
-             ", ".join(applied) or "nothing changed", ", ".join(restart) or "nothing")
+    live, _restart = service.apply_config(new)
+    if live:
+        log.info("streaming: applied %s", ", ".join(live))
 
 
 async def _cpu_sampler(service: Service) -> None:
@@ -108,41 +118,52 @@ async def _cpu_sampler(service: Service) -> None:
         service.cpu_percent = proc.cpu_percent(None)
 
 
-async def serve(cfg: Config, config_path: Path | None, overrides: dict[str, Any] | None = None) -> None:
-    """Run until SIGTERM/SIGINT. Raises FatalStartup for problems a person must fix."""
-    loop = asyncio.get_running_loop()
-    service = Service(cfg, config_path, overrides)
-    for hub in service.hubs.values():
-        hub.bind(loop)
+def _listeners(cfg: Config, service: Service, token: str | None) -> list[tuple[str, socket.socket, object]]:
+    """(name, listening socket, ASGI app) for the API and each MJPEG port; the sockets are the supervisor's
+    when it handed them over, else bound here."""
+    fds = listen_fds()
 
-    try:
-        token = cfg.auth.resolved_token()
-    except ValueError as e:
-        raise FatalStartup(str(e)) from None
+    def sock_for(key: str, port: int) -> socket.socket:
+        if key in fds:
+            s = socket.socket(fileno=fds[key])
+            s.setblocking(False)
+            return s
+        return bind_tcp(cfg.http.bind, port, key)
 
     def guarded(app: object, stream_server: bool) -> Guard:
         return Guard(app, token=token, protect_streams=cfg.auth.protect_streams, stream_server=stream_server,
                      max_connections=cfg.http.max_connections, max_per_ip=cfg.http.max_connections_per_ip,
                      max_query_bytes=cfg.http.max_query_bytes)
 
-    listeners: list[tuple[str, socket.socket, object]] = []
-    try:
-        if cfg.http.enabled:
-            app = guarded(with_limits(create_app(service), service), stream_server=False)
-            listeners.append(("API", bind_tcp(cfg.http.bind, cfg.http.port, "http.port"), app))
-        for q, hub in service.hubs.items():
-            port = getattr(cfg.mjpeg, q).port
-            if port is not None:
-                sock = bind_tcp(cfg.http.bind, port, f"mjpeg.{q}.port")
-                port_app = guarded(mjpeg_http.port_app(hub, lambda: service.cfg.mjpeg.client_timeout), True)
-                listeners.append((f"MJPEG {q}", sock, port_app))
-        if cfg.rtsp.enabled:  # gst-rtsp-server binds it itself: check it is free first, for a clear error
-            bind_tcp(cfg.rtsp.bind, cfg.rtsp.port, "rtsp.port").close()
-    except PortError as e:
-        for _, s, _ in listeners:
-            s.close()
-        raise FatalStartup(str(e)) from None
+    out: list[tuple[str, socket.socket, object]] = []
+    if cfg.http.enabled:
+        app = guarded(with_limits(create_app(service), service), stream_server=False)
+        out.append(("API", sock_for("http.port", cfg.http.port), app))
+    for q, hub in service.hubs.items():
+        port = getattr(cfg.mjpeg, q).port
+        if port is not None:
+            port_app = guarded(mjpeg_http.port_app(hub, lambda: service.cfg.mjpeg.client_timeout), True)
+            out.append((f"MJPEG {q}", sock_for(f"mjpeg.{q}.port", port), port_app))
+    return out
 
+
+async def serve(cfg: Config, runtime: Runtime, config_path: Path | None, overrides: dict[str, Any] | None = None,
+                heartbeat: Heartbeat | None = None, priority: str = "") -> None:
+    """Run until SIGTERM/SIGINT. FatalStartup for problems a person must fix, ServerDied when a server stops."""
+    loop = asyncio.get_running_loop()
+    heartbeat = heartbeat or Heartbeat()
+    service = Service(cfg, runtime, config_path, overrides)
+    service.priority = priority
+    for hub in service.hubs.values():
+        hub.bind(loop)
+    try:
+        token = cfg.auth.resolved_token()
+    except ValueError as e:
+        raise FatalStartup(str(e)) from None
+    try:
+        listeners = _listeners(cfg, service, token)
+    except PortError as e:
+        raise FatalStartup(str(e)) from None
     try:
         await asyncio.to_thread(service.start)
     except StartupError as e:
@@ -157,25 +178,26 @@ async def serve(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
 
     servers: list[_Server] = []
     tasks: list[asyncio.Task[None]] = []
-    chores = [asyncio.create_task(_cpu_sampler(service))]
-    interval = systemd.watchdog_interval_s()
-    if interval:
-        chores.append(asyncio.create_task(_watchdog(service, interval)))
+    chores: list[asyncio.Task[None]] = [asyncio.create_task(_cpu_sampler(service))]
     try:
         for name, sock, app in listeners:
-            server = _uvicorn(app, name, cfg.http.header_timeout)
+            server = _uvicorn(app, cfg.http.header_timeout)
             servers.append(server)
-            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            task = asyncio.create_task(server.serve(sockets=[sock]), name=name)
+            tasks.append(task)
             host, port = sock.getsockname()[:2]
             log.info("%s on http://%s:%d/", name, host, port)
-
-        error = await asyncio.to_thread(service.wait_first_result, FIRST_RESULT_TIMEOUT_S)
-        if error and service.spec is not None and service.spec.kind == "file":
-            raise FatalStartup(f"source {service.spec.location}: {error}")
-        systemd.notify(f"READY=1\nSTATUS=streaming {service.spec.describe() if service.spec else ''}")
-        await stop.wait()
+        chores.append(asyncio.create_task(_heartbeat(heartbeat, tasks, service)))
+        heartbeat.ready()
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if stopping not in done:
+            stopping.cancel()
+            died = next(t for t in tasks if t in done)
+            why = died.exception() if not died.cancelled() else None
+            raise ServerDied(f"the {died.get_name()} server stopped unexpectedly"
+                             + (f": {type(why).__name__}: {why}" if why else ""))
     finally:
-        systemd.notify("STOPPING=1")
         for hub in service.hubs.values():
             hub.close()
         for server in servers:
@@ -189,3 +211,33 @@ async def serve(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
         await asyncio.to_thread(service.stop)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+def main() -> int:
+    """`python -m cuecast _stream`: the streaming process, started by `cuecast serve`."""
+    import os
+
+    from cuecast.child import die_with_supervisor, runtime_from_env, set_priority
+    from cuecast.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, setup_logging
+
+    die_with_supervisor()
+    runtime = runtime_from_env()
+    config_path, overrides = runtime.read_origin()
+    try:
+        cfg = load_config(config_path, overrides=overrides).config
+    except ConfigError as e:
+        print(f"cuecast: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    setup_logging(cfg.log.level, cfg.log.format, role="streaming")
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    # The people-facing side yields to the backend's path: a higher niceness than the service's own.
+    priority = set_priority(min(19, os.getpriority(os.PRIO_PROCESS, 0) + cfg.priority.streaming_nice))
+    try:
+        asyncio.run(serve(cfg, runtime, config_path, overrides, priority=priority))
+    except FatalStartup as e:
+        print(f"cuecast: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except ServerDied as e:
+        log.error("%s; exiting so the supervisor starts this process again", e)
+        return EXIT_FAILURE
+    return EXIT_OK
