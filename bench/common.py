@@ -53,16 +53,38 @@ def wait_for(path: Path, timeout: float = 20) -> None:
         time.sleep(0.02)
 
 
-def cpu_percent(pid: int, seconds: float) -> tuple[float, float]:
-    """(CPU % of one core over the window, RSS MiB at its end) for a process and its children."""
+def _tree(pid: int) -> list[psutil.Process]:
     p = psutil.Process(pid)
+    return [p, *p.children(recursive=True)]
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds so far of a process and each process below it (cuecast serve: supervisor and workers)."""
+    out = {}
+    for proc in _tree(pid):
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
+def cpu_percent(pid: int, seconds: float) -> tuple[float, float]:
+    """(CPU % of one core over the window, RSS MiB at its end) for a process and every process below it."""
     t0 = time.monotonic()
-    c0 = p.cpu_times()
+    c0 = tree_cpu_seconds(pid)
     time.sleep(seconds)
-    c1 = p.cpu_times()
+    c1 = tree_cpu_seconds(pid)
     wall = time.monotonic() - t0
-    used = (c1.user - c0.user) + (c1.system - c0.system)
-    return 100.0 * used / wall, p.memory_info().rss / 2**20
+    used = sum(v - c0.get(k, 0.0) for k, v in c1.items())
+    rss = 0.0
+    for proc in _tree(pid):
+        try:
+            rss += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return 100.0 * used / wall, rss / 2**20
 
 
 def percentile(values: Sequence[float], q: float) -> float:

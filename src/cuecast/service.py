@@ -445,6 +445,10 @@ class Service:
         out["publish"] = [p.stats() for p in self.publishers]
         if self.degrader is not None:
             out["degradation"] = self.degrader.status()
+            # Shared memory is served by the capture process, first in priority: never lowered.
+            fps = self.cfg.source.fps
+            out["degradation"]["outputs"] = {"shm": {"fps_configured": fps, "fps_target": fps},
+                                             **out["degradation"]["outputs"]}
             for name, rates in out["degradation"]["outputs"].items():
                 if name in out["outputs"]:
                     out["outputs"][name]["fps_target"] = rates["fps_target"]

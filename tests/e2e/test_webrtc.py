@@ -68,7 +68,7 @@ def webrtc_status(api: str) -> dict:
 
 def wait_viewers(api: str, n: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while (got := webrtc_status(api)["viewers"]) != n:
+    while (got := webrtc_status(api)["clients"]) != n:
         assert time.monotonic() < deadline, f"{got} WebRTC viewers, expected {n}"
         time.sleep(0.2)
 
@@ -89,7 +89,7 @@ def test_viewer_plays_h264_over_webrtc(service: tuple[ServiceProcess, str], brow
     assert browser.wait_for("document.getElementById('badge').textContent.includes('WebRTC')")
     browser.screenshot(ARTIFACTS / "viewer-webrtc.png")
     st = webrtc_status(api)
-    assert st["viewers"] == 1 and st["sessions"][0]["state"] == "connected", st
+    assert st["clients"] == 1 and st["sessions"][0]["state"] == "connected", st
 
     # Switching the viewer back to MJPEG ends the WebRTC session on the server (DELETE).
     browser.eval("(() => { const q = document.getElementById('quality'); q.value = 'medium';"

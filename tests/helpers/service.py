@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cuecast.ports import free_ports
+
+WORKER_COMMANDS = {"capture": "_capture", "streaming": "_stream"}
 
 
 def start_timeout() -> float:
@@ -32,6 +35,28 @@ class ServiceProcess:
             env=full_env,
         )
         self.pid = self.proc.pid
+
+    def child(self, role: str, timeout: float = 20.0) -> psutil.Process:
+        """The service's worker process ("capture" or "streaming"), once it runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                for c in psutil.Process(self.pid).children():
+                    if WORKER_COMMANDS[role] in c.cmdline():
+                        return c
+            except psutil.Error:
+                pass
+            if self.proc.poll() is not None:
+                pytest.fail(f"service exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        pytest.fail(f"no {role} process within {timeout} s:\n{self.log()}")
+
+    def pids(self) -> list[int]:
+        """The supervisor and its workers."""
+        try:
+            return [self.pid, *(c.pid for c in psutil.Process(self.pid).children())]
+        except psutil.Error:
+            return [self.pid]
 
     def log(self) -> str:
         self._log.flush()

@@ -4,6 +4,7 @@ busy loops. The policy lowers the MJPEG rates (lowest priority) and leaves share
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -47,7 +48,8 @@ def test_overload_lowers_mjpeg_first_and_recovers(tmp_path: Path) -> None:
         time.sleep(6)
         assert not status(api)["degradation"]["degrading"], "degrading before any overload"
         # A slower box: the whole service on one core, two busy loops competing for it.
-        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(svc.pid)], check=True, capture_output=True)
+        for pid in svc.pids():  # the supervisor and both workers
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pid)], check=True, capture_output=True)
         hogs = [subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", HOG]) for _ in range(2)]
         deadline = time.monotonic() + 40
         while not (st := status(api))["degradation"]["degrading"]:
@@ -55,24 +57,25 @@ def test_overload_lowers_mjpeg_first_and_recovers(tmp_path: Path) -> None:
             time.sleep(0.5)
         d = st["degradation"]
         assert "delivered" in d["reason"] or "dropped" in d["reason"], d
-        assert d["outputs"]["mjpeg medium"]["fps_target"] < 30, d  # lowest priority goes first
+        assert d["outputs"]["mjpeg_medium"]["fps_target"] < 30, d  # lowest priority goes first
         assert d["outputs"]["shm"]["fps_target"] == 30, d  # the top priority is never lowered
         assert st["outputs"]["mjpeg_medium"]["fps_target"] < 30
         assert "degrading:" in svc.log()
         time.sleep(12)  # the overload goes on: the policy keeps the outputs lowered (it may go further)
         d = status(api)["degradation"]
         assert d["degrading"] and d["outputs"]["shm"]["fps_target"] == 30, d
-        assert d["outputs"]["mjpeg medium"]["fps_target"] < 30, d
+        assert d["outputs"]["mjpeg_medium"]["fps_target"] < 30, d
 
         # Room again: every rate comes back.
         for h in hogs:
             h.kill()
-        subprocess.run(["taskset", "-a", "-p", "-c", "0-1023", str(svc.pid)], check=True, capture_output=True)
+        for pid in svc.pids():
+            subprocess.run(["taskset", "-a", "-p", "-c", "0-1023", str(pid)], check=True, capture_output=True)
         deadline = time.monotonic() + 90
         while (st := status(api))["degradation"]["degrading"]:
             assert time.monotonic() < deadline, f"rates not restored: {st['degradation']}"
             time.sleep(0.5)
-        assert st["degradation"]["outputs"]["mjpeg medium"]["fps_target"] == 30
+        assert st["degradation"]["outputs"]["mjpeg_medium"]["fps_target"] == 30
         assert st["degradation"]["reason"] is None
         assert "recovering:" in svc.log()
     finally:
@@ -99,25 +102,40 @@ def thread_nice(pid: int) -> dict[str, set[int]]:
 
 
 def test_output_threads_run_at_their_priority(tmp_path: Path) -> None:
-    """shm (top priority) at the normal niceness, H.264 at +5, MJPEG at +10: under contention the
-    scheduler serves the backend first. Set before the encoders start their own threads."""
+    """The backend's path first: the capture process (correction, shared memory) at priority.capture_nice
+    (-5, where the user may lower niceness, as root), the streaming process 10 above the service, and in it
+    H.264 ahead of MJPEG (+5). Under contention the scheduler serves the backend first. Set before the
+    encoders start their own threads, which inherit it."""
     env, ports = http_env()
     svc = ServiceProcess(["--source", "test:ball", "--width", "640", "--height", "360",
                           "--shm-socket", str(tmp_path / "sock")], tmp_path / "service.log", env=env)
     try:
         wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
-        deadline = time.monotonic() + 10
+        capture, streaming = svc.child("capture").pid, svc.child("streaming").pid
+        # Consumers on every output so every branch's thread exists.
+        readers = [MjpegReader(ports["medium"]), MjpegReader(ports["low"])]
+        for r in readers:
+            r.start()
+        rtsp = subprocess.Popen(["ffmpeg", "-nostdin", "-rtsp_transport", "tcp", "-i",
+                                 f"rtsp://127.0.0.1:{ports['rtsp']}/high", "-t", "8", "-f", "null", "-"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
         while True:
-            nice = thread_nice(svc.pid)
-            if all(n in nice for n in ("q_shm:src", "q_h264:src", "q_mjpeg_medium:")):
+            nice = thread_nice(streaming)
+            if all(n in nice for n in ("q_h264:src", "q_mjpeg_medium:", "q_mjpeg_low:src")):
                 break
             assert time.monotonic() < deadline, sorted(nice)
             time.sleep(0.2)
         time.sleep(1)
-        nice = thread_nice(svc.pid)
-        assert nice["q_shm:src"] == {0}
-        assert nice["q_h264:src"] == {5}
-        assert nice["q_mjpeg_medium:"] == {10} and nice["q_mjpeg_low:src"] == {10}
+        nice = thread_nice(streaming)
+        cap = thread_nice(capture)
+        rtsp.wait(20)
+        for r in readers:
+            r.close()
+        expected_capture = -5 if os.geteuid() == 0 else 0
+        assert cap["cuecast_src:src"] == {expected_capture}, cap  # the correction and the backend's packing
+        assert nice["q_h264:src"] == {10}, nice
+        assert nice["q_mjpeg_medium:"] == {15} and nice["q_mjpeg_low:src"] == {15}, nice
     finally:
         svc.terminate()
         svc.close()

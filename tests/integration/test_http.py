@@ -163,7 +163,7 @@ def test_status_metrics_health_and_docs(web: Web) -> None:
         assert 'cuecast_output_clients{output="mjpeg_medium"} 1.0' in metrics
         assert "cuecast_source_up 1.0" in metrics
         assert "cuecast_degrading 0.0" in metrics
-        assert 'cuecast_output_fps_target{output="mjpeg medium"} 30.0' in metrics
+        assert 'cuecast_output_fps_target{output="mjpeg_medium"} 30.0' in metrics
     finally:
         reader.close()
     assert httpx.get(f"{web.api}/healthz", timeout=5).status_code == 200

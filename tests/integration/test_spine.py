@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from cuecast.consumer import GStreamerFrameConsumer
@@ -112,6 +113,7 @@ def test_consumer_resumes_within_1s_after_producer_killed_and_restarted(
     args = ("--source", "test:ball", "--width", "640", "--height", "480", "--shm-socket", str(sock))
     first = service_factory(*args)
     first.wait_for_path(sock)
+    first_capture = first.child("capture").pid
     with GStreamerFrameConsumer(sock) as c:
         assert c.get_frame(timeout=10) is not None
         old_seq = c.last_info.seq if c.last_info else 0
@@ -131,21 +133,23 @@ def test_consumer_resumes_within_1s_after_producer_killed_and_restarted(
         assert resumed <= 1.0, f"consumer resumed {resumed:.2f} s after the producer was up"
         assert c.frames_received > received_before and c.reconnects >= 1
         assert got[1].seq < old_seq or got[1].seq < 100  # numbering restarted with the new producer
-        assert not segments_of(first.pid), "the dead producer's shm segment was not cleaned"
+        assert not segments_of(first_capture), "the dead producer's shm segment was not cleaned"
 
 
 def test_sigterm_exits_0_within_2s_and_leaves_nothing(service_factory: Factory, sock: Path) -> None:
     """Clean shutdown: exit status 0 within 2 s, no socket, no shm segment, even with a consumer attached."""
     svc = service_factory("--source", "test:ball", "--shm-socket", str(sock))
     svc.wait_for_path(sock)
+    pids = [svc.pid, svc.child("capture").pid, svc.child("streaming").pid]
     with GStreamerFrameConsumer(sock) as c:
         assert c.get_frame(timeout=10) is not None
-        assert segments_of(svc.pid)
+        assert any(segments_of(p) for p in pids)
         rc, took = svc.terminate()
     assert rc == 0, svc.log()
     assert took <= 2.0, took
     assert not sock.exists()
-    assert not segments_of(svc.pid)
+    assert not any(segments_of(p) for p in pids)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
 
 
 def test_file_source_plays_at_native_rate_and_loops(service_factory: Factory, sock: Path, tmp_path: Path) -> None:

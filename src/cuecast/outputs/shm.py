@@ -50,13 +50,18 @@ def socket_alive(path: Path) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while a process runs (a zombie, dead but not yet reaped by its parent, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True
 
 
 def clean_leaked_segments(shm_dir: Path = SHM_DIR) -> list[Path]:

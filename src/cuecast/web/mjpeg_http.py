@@ -66,11 +66,12 @@ async def stream(hub: FrameHub, scope: Scope, receive: Receive, send: Send, clie
                 return
 
     watcher = asyncio.create_task(watch_disconnect())
+    started = False
     try:
         headers = [(b"content-type", f"multipart/x-mixed-replace; boundary={BOUNDARY}".encode()), *NO_CACHE]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        started = True
         if scope.get("method") == "HEAD":
-            await send({"type": "http.response.body", "body": b""})
             return
         while True:
             frame = await hub.next_frame(client)
@@ -92,6 +93,17 @@ async def stream(hub: FrameHub, scope: Scope, receive: Receive, send: Send, clie
     finally:
         watcher.cancel()
         hub.release(client)
+        if started:
+            await _finish(send)
+
+
+async def _finish(send: Send) -> None:
+    """End a started response properly (the last, empty chunk), however the stream ended; a client that is
+    gone or reads nothing is not waited for."""
+    try:
+        await asyncio.wait_for(send({"type": "http.response.body", "body": b"", "more_body": False}), 1.0)
+    except (TimeoutError, OSError, RuntimeError):
+        pass
 
 
 async def snapshot(hub: FrameHub, send: Send) -> None:

@@ -1,0 +1,92 @@
+"""A plain shared-memory reader, as a vision backend would write one: GStreamer shmsrc -> appsink -> numpy.
+
+Not cuecast's consumer library: it only knows the raw BGR frame size (any trailer is ignored, so it reads a
+plain gst-launch producer as well). For each frame it measures, when it holds the frame as numpy:
+  glass:   now (wall clock ms) - the ms painted in the picture by the time-coded camera (raw or corrected spots)
+  capture: now (CLOCK_MONOTONIC) - the capture time in cuecast's trailer, if the frame has one
+and the largest gap between two frames. Prints one JSON object at the end.
+
+Usage: python bench/shm_reader.py SOCKET SECONDS WIDTH HEIGHT [raw|corrected|none]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+from tests.helpers.timecode import MOD, LensTimecodeCamera, read_code
+
+from cuecast.frame import FrameInfo
+from cuecast.gst import Gst
+
+
+def main() -> None:
+    sock, seconds, w, h = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    mode = sys.argv[5] if len(sys.argv) > 5 else "none"
+    centres = None
+    if mode != "none":
+        cam = LensTimecodeCamera(w, h)  # only for where the code is: the camera itself runs elsewhere
+        centres = cam.raw_centres if mode == "raw" else cam.corrected_centres
+    glass: list[float] = []
+    capture: list[float] = []
+    arrivals: list[float] = []
+    last_code = [-1]
+    lock = threading.Lock()
+
+    def on_sample(sink: Gst.Element) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        buf = sample.get_buffer()
+        ok, mi = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            return Gst.FlowReturn.OK
+        try:
+            now_ms, now_ns = time.time() * 1000, time.monotonic_ns()
+            img = np.frombuffer(mi.data, np.uint8, count=w * h * 3).reshape(h, w, 3)
+            code = read_code(img, centres) if centres is not None else None
+            info = None
+            if mi.size > w * h * 3:
+                try:
+                    info = FrameInfo.unpack(mi.data)
+                except ValueError:
+                    info = None
+        finally:
+            buf.unmap(mi)
+        with lock:
+            arrivals.append(now_ns / 1e6)
+            if code is not None and code != last_code[0]:
+                last_code[0] = code
+                glass.append((now_ms % MOD) - code)
+            if info is not None and not info.placeholder:
+                capture.append((now_ns - info.capture_ns) / 1e6)
+        return Gst.FlowReturn.OK
+
+    def build() -> Gst.Pipeline:
+        p = Gst.parse_launch(f"shmsrc socket-path={sock} is-live=true ! appsink name=sink emit-signals=true "
+                             "sync=false max-buffers=1 drop=true")
+        p.get_by_name("sink").connect("new-sample", on_sample)
+        return p
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:  # shmsrc does not reconnect: a new pipeline after an error
+        p = build()
+        if p.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            p.set_state(Gst.State.NULL)
+            time.sleep(0.02)
+            continue
+        bus = p.get_bus()
+        while time.monotonic() < deadline:
+            msg = bus.timed_pop_filtered(50 * Gst.MSECOND, Gst.MessageType.ERROR | Gst.MessageType.EOS)
+            if msg is not None:
+                break
+        p.set_state(Gst.State.NULL)
+    gaps = np.diff(arrivals) if len(arrivals) > 1 else np.array([0.0])
+    print(json.dumps({"frames": len(arrivals), "fps": len(arrivals) / seconds, "glass": glass, "capture": capture,
+                      "max_gap_ms": float(gaps.max()),
+                      "first_ms": arrivals[0] if arrivals else None, "last_ms": arrivals[-1] if arrivals else None}))
+
+
+if __name__ == "__main__":
+    main()
