@@ -12,6 +12,7 @@ Usage: python bench/shm_reader.py SOCKET SECONDS WIDTH HEIGHT [raw|corrected|non
 from __future__ import annotations
 
 import json
+import struct
 import sys
 import threading
 import time
@@ -19,8 +20,24 @@ import time
 import numpy as np
 from tests.helpers.timecode import MOD, LensTimecodeCamera, read_code
 
-from cuecast.frame import FrameInfo
+from cuecast.frame import LEGACY_MAGIC, FrameFormatError, FrameInfo
 from cuecast.gst import Gst
+
+
+def trailer_capture(data: memoryview) -> int | None:
+    """The capture time in a cuecast trailer (this version's, or the 64-byte one of the one-process design the
+    bench compares with); None for a placeholder frame or no trailer."""
+    try:
+        info = FrameInfo.unpack(data)
+    except FrameFormatError:
+        info = None
+        tail = bytes(data[len(data) - 64:])
+        if tail[:8] == LEGACY_MAGIC:  # magic, size, w, h, channels, flags, seq, capture, wall
+            _m, _s, _w, _h, _c, flags, _seq, cap, _wall = struct.unpack("<8sIIIIIQqq", tail[:52])
+            return None if flags & 1 else int(cap)
+    if info is None or info.placeholder:
+        return None
+    return info.capture_ns
 
 
 def main() -> None:
@@ -46,12 +63,9 @@ def main() -> None:
             now_ms, now_ns = time.time() * 1000, time.monotonic_ns()
             img = np.frombuffer(mi.data, np.uint8, count=w * h * 3).reshape(h, w, 3)
             code = read_code(img, centres) if centres is not None else None
-            info = None
+            capture_ns = None
             if mi.size > w * h * 3:
-                try:
-                    info = FrameInfo.unpack(mi.data)
-                except ValueError:
-                    info = None
+                capture_ns = trailer_capture(mi.data)
         finally:
             buf.unmap(mi)
         with lock:
@@ -59,8 +73,8 @@ def main() -> None:
             if code is not None and code != last_code[0]:
                 last_code[0] = code
                 glass.append((now_ms % MOD) - code)
-            if info is not None and not info.placeholder:
-                capture.append((now_ns - info.capture_ns) / 1e6)
+            if capture_ns is not None:
+                capture.append((now_ns - capture_ns) / 1e6)
         return Gst.FlowReturn.OK
 
     def build() -> Gst.Pipeline:

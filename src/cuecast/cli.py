@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     inst = sub.add_parser("install-service", help="install and start the systemd service (root)")
     inst.add_argument("--no-start", action="store_true", help="install only")
-    inst.set_defaults(func=lambda a: __import__("cuecast.systemd", fromlist=["install"]).install(not a.no_start))
+    inst.add_argument("--dry-run", action="store_true", help="print the config and unit it would write; change nothing")
+    inst.set_defaults(func=lambda a: __import__("cuecast.systemd", fromlist=["install"]).install(not a.no_start,
+                                                                                               a.dry_run))
     uninst = sub.add_parser("uninstall-service", help="stop and remove the systemd service (root)")
     uninst.set_defaults(func=lambda _a: __import__("cuecast.systemd", fromlist=["uninstall"]).uninstall())
 

@@ -1,8 +1,9 @@
 """`cuecast doctor`: the usual GStreamer troubleshooting steps as one command.
 
-Owns the checks (elements and their packages, cameras and their modes, device permissions, ports, socket
-directory, stale sockets and leaked shm segments, calibration, encoders, CPU headroom) and their verdicts:
-each line OK / WARN / FAIL with the fix. Exit status 1 if anything is FAIL.
+Owns the checks (elements and their packages, the native plugin, cameras and their modes, device
+permissions, ports, socket directory, stale sockets and leaked shm segments, calibration, encoders, CPU
+headroom, and a running service's two halves) and their verdicts: each line OK / WARN / FAIL with the fix.
+Exit status 1 if anything is FAIL.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ ELEMENTS = {
     "flvmux": "gstreamer1.0-plugins-good", "rtmp2sink": "gstreamer1.0-plugins-bad",
     "rtspclientsink": "gstreamer1.0-rtsp",
 }
-# Per-frame CPU cost (core-ms) measured on the 2-core reference machine at 1080p (shared/ARCHITECTURE.md).
-COST_MS = {"mjpeg_decode": 5.4, "remap": 12.0, "bgr": 1.5, "x264": 14.0, "jpeg720": 8.4, "jpeg480": 3.2}
+# Per-frame CPU cost (core-ms) measured on the 2-core reference machine at 1080p (bench/results/).
+COST_MS = {"mjpeg_decode": 5.4, "remap": 5.0, "bgr": 1.0, "ring": 1.0, "x264": 14.0, "jpeg720": 8.4,
+           "jpeg480": 3.2}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,17 @@ def check_elements() -> Iterator[Finding]:
     if not glob.glob("/usr/lib/*/gstreamer-1.0/libgstpython.so"):
         yield Finding("WARN", "GStreamer Python plugin loader missing: fisheyeundistort not usable from gst-launch",
                       "sudo apt-get install gstreamer1.0-python3-plugin-loader")
+
+
+def check_native() -> Iterator[Finding]:
+    from cuecast import native
+
+    try:
+        path = native.load()
+    except native.NativeError as e:
+        yield Finding("FAIL", str(e), "make setup (or scripts/setup.sh) in the cuecast checkout")
+        return
+    yield Finding("OK", f"native plugin {path} ({', '.join(native.ELEMENTS)})")
 
 
 def check_cameras(cfg: Config) -> Iterator[Finding]:
@@ -99,7 +112,7 @@ def check_cameras(cfg: Config) -> Iterator[Finding]:
     yield Finding("OK", f"source resolves to {spec.describe()}")
 
 
-def check_ports(cfg: Config) -> Iterator[Finding]:
+def check_ports(cfg: Config, running: dict | None = None) -> Iterator[Finding]:  # type: ignore[type-arg]
     from cuecast.ports import PortError, bind_tcp
 
     wanted = []
@@ -116,10 +129,13 @@ def check_ports(cfg: Config) -> Iterator[Finding]:
             bind_tcp(host, port, key).close()
             yield Finding("OK", f"port {port} ({key}) is free")
         except PortError as e:
-            yield Finding("FAIL", str(e), f"stop the other program or set {key} to a free port")
+            if running is not None:
+                yield Finding("OK", f"port {port} ({key}) is served by the running cuecast")
+            else:
+                yield Finding("FAIL", str(e), f"stop the other program or set {key} to a free port")
 
 
-def check_shm(cfg: Config) -> Iterator[Finding]:
+def check_shm(cfg: Config, running: dict | None = None) -> Iterator[Finding]:  # type: ignore[type-arg]
     from cuecast.outputs.shm import SEGMENT_RE, SHM_DIR, pid_alive, socket_alive
 
     if not cfg.shm.enabled:
@@ -135,7 +151,10 @@ def check_shm(cfg: Config) -> Iterator[Finding]:
         yield Finding("OK", f"socket directory {sock.parent} is writable")
     if sock.exists():
         if socket_alive(sock):
-            yield Finding("WARN", f"{sock} is served by a running producer (cuecast already running?)")
+            if running is not None:
+                yield Finding("OK", f"{sock} is served by the running cuecast")
+            else:
+                yield Finding("WARN", f"{sock} is served by a running producer (cuecast already running?)")
         else:
             yield Finding("WARN", f"stale socket {sock} (its producer is gone)", "nothing: cuecast removes it at start")
     leaked = []
@@ -169,14 +188,16 @@ def check_calibration(cfg: Config) -> Iterator[Finding]:
 def check_encoders(cfg: Config) -> Iterator[Finding]:
     from cuecast.encoders import EncoderError, choose
 
-    if not cfg.rtsp.enabled:
-        yield Finding("OK", "RTSP disabled: no H.264 encoder needed")
+    if not cfg.h264_wanted:
+        yield Finding("OK", "RTSP, WebRTC and publishing disabled: no H.264 encoder needed")
         return
+    users = [name for name, on in (("RTSP", cfg.rtsp.enabled), ("WebRTC", cfg.webrtc.enabled),
+                                   ("publishing", any(t.enabled for t in cfg.publish))) if on]
     try:
         kind, why = choose(cfg.rtsp.encoder)
-        yield Finding("OK", f"H.264 encoder {kind.element} ({why})")
+        yield Finding("OK", f"H.264 encoder {kind.element} ({why}) for {', '.join(users)}")
     except EncoderError as e:
-        yield Finding("FAIL", str(e))
+        yield Finding("FAIL", f"{e} (needed for {', '.join(users)})")
 
 
 def cpu_estimate(cfg: Config, mjpeg_source: bool = True) -> float:
@@ -188,7 +209,8 @@ def cpu_estimate(cfg: Config, mjpeg_source: bool = True) -> float:
         ms += COST_MS["remap"] * scale * fps
     if cfg.shm.enabled:
         ms += COST_MS["bgr"] * scale * fps
-    if cfg.rtsp.enabled:
+    ms += COST_MS["ring"] * scale * fps  # the hand-over to the streaming process, while people watch
+    if cfg.h264_wanted:
         ms += COST_MS["x264"] * scale * cfg.rtsp.fps
     for q, key in (("medium", "jpeg720"), ("low", "jpeg480"), ("high", "jpeg720")):
         qc = getattr(cfg.mjpeg, q)
@@ -208,10 +230,59 @@ def check_cpu(cfg: Config) -> Iterator[Finding]:
         yield Finding("OK", text)
 
 
+def running_status(cfg: Config) -> dict | None:  # type: ignore[type-arg]
+    """/api/status of a cuecast serving this config on this machine, if one answers."""
+    if not cfg.http.enabled:
+        return None
+    import json
+    import urllib.request
+
+    headers = {}
+    try:
+        token = cfg.auth.resolved_token()
+    except ValueError:
+        token = None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(f"http://127.0.0.1:{cfg.http.port}/api/status", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=3) as r:
+            data = json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "processes" in data else None
+
+
+def check_service(cfg: Config, status: dict | None) -> Iterator[Finding]:  # type: ignore[type-arg]
+    """A running service's two halves: the capture process (the backend's path) and the streaming process."""
+    if status is None:
+        yield Finding("OK", "no cuecast running on this config's ports")
+        return
+    procs = status.get("processes", {})
+    cap, stream = procs.get("capture", {}), procs.get("streaming", {})
+    src = status.get("source") or {}
+    shm = status.get("outputs", {}).get("shm", {})
+    if cap.get("state") == "running":
+        size = f"{src.get('width')}x{src.get('height')}"
+        yield Finding("OK", f"capture process pid {cap.get('pid')} ({cap.get('priority')}), source "
+                            f"{src.get('kind')} {src.get('state')} {size}, backend {shm.get('fps', 0)} fps to "
+                            f"{shm.get('clients', 0)} reader(s), restarts {cap.get('restarts', 0)}")
+    else:
+        yield Finding("FAIL", f"capture process not answering (pid {cap.get('pid')}, restarts {cap.get('restarts')})",
+                      "see the service log: journalctl -u cuecast")
+    yield Finding("OK", f"streaming process pid {stream.get('pid')} ({stream.get('priority')}), restarts "
+                        f"{stream.get('restarts', 0)}")
+    if not status.get("healthy"):
+        yield Finding("WARN", f"no signal from the source ({src.get('last_error') or src.get('state')})",
+                      "check the camera (cable, address, credentials)")
+
+
 def run(cfg: Config) -> list[Finding]:
     findings: list[Finding] = []
-    for check in (check_elements, lambda: check_cameras(cfg), lambda: check_ports(cfg), lambda: check_shm(cfg),
-                  lambda: check_calibration(cfg), lambda: check_encoders(cfg), lambda: check_cpu(cfg)):
+    status = running_status(cfg)
+    for check in (check_elements, check_native, lambda: check_cameras(cfg), lambda: check_ports(cfg, status),
+                  lambda: check_shm(cfg, status), lambda: check_calibration(cfg), lambda: check_encoders(cfg),
+                  lambda: check_cpu(cfg), lambda: check_service(cfg, status)):
         try:
             findings.extend(check())
         except Exception as e:  # noqa: BLE001 - a broken check must not hide the others

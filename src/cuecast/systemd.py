@@ -2,7 +2,8 @@
 
 Owns talking to $NOTIFY_SOCKET without a dependency (one datagram per message), and `cuecast
 install-service` / `uninstall-service`: a dedicated `cuecast` user in the `video` group, the config at
-/etc/cuecast/cuecast.yaml (the example, if none exists), the unit from packaging/, enable and start.
+/etc/cuecast/cuecast.yaml (the packaged example, if none exists), the unit (cuecast/data/cuecast.service),
+enable and start. `--dry-run` shows what would be written, changing nothing.
 """
 
 from __future__ import annotations
@@ -59,11 +60,23 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def install(start: bool = True) -> int:
+def example_config() -> str:
+    """The commented example config shipped in the package, with the socket where the service keeps it."""
+    text = files("cuecast").joinpath("data/cuecast.example.yaml").read_text()
+    return text.replace("socket: /tmp/camera-backend", f"socket: {INSTALLED_SOCKET}")
+
+
+def install(start: bool = True, dry_run: bool = False) -> int:
+    exe = shutil.which("cuecast") or str(Path(sys.executable).with_name("cuecast"))
+    if dry_run:
+        print(f"# would write {CONFIG_PATH} (if it does not exist yet):")
+        print(example_config())
+        print(f"# would write {UNIT_PATH}:")
+        print(render_unit(exe))
+        return 0
     if os.geteuid() != 0:
         print("install-service needs root: sudo cuecast install-service", file=sys.stderr)
         return 2
-    exe = shutil.which("cuecast") or str(Path(sys.executable).with_name("cuecast"))
     try:
         subprocess.run(["id", SERVICE_USER], check=True, capture_output=True)
     except subprocess.CalledProcessError:
@@ -71,10 +84,7 @@ def install(start: bool = True) -> int:
               "--groups", "video", SERVICE_USER])
     CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
     if not CONFIG_PATH.exists():
-        example = Path(__file__).resolve().parents[2] / "config" / "cuecast.example.yaml"
-        text = example.read_text() if example.exists() else ""
-        text = text.replace("socket: /tmp/camera-backend", f"socket: {INSTALLED_SOCKET}")
-        CONFIG_PATH.write_text(text)
+        CONFIG_PATH.write_text(example_config())
         print(f"wrote {CONFIG_PATH} (shared memory at {INSTALLED_SOCKET})")
     shutil.chown(CONFIG_PATH, group=SERVICE_USER)
     os.chmod(CONFIG_PATH, 0o660)  # the API saves picture controls into it

@@ -30,6 +30,7 @@ class MjpegCamera:
                 self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
                 n = 0
+                next_t = time.monotonic()
                 try:
                     while not camera._stop.is_set():
                         jpg = camera.frame(n)
@@ -38,7 +39,13 @@ class MjpegCamera:
                             + jpg + b"\r\n"
                         )
                         n += 1
-                        time.sleep(1 / camera.fps)
+                        # A steady rate like a camera's: the schedule, not the time spent making the frame.
+                        next_t += 1 / camera.fps
+                        delay = next_t - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                        else:
+                            next_t = time.monotonic()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
