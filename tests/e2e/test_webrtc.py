@@ -50,8 +50,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[ServiceProcess, str]]:
     env, ports = http_env(CUECAST_WEBRTC__MAX_VIEWERS="2", CUECAST_WEBRTC__CONNECT_TIMEOUT="4")
-    svc = ServiceProcess(["--source", "test:ball", "--width", "1280", "--height", "720",
-                          "--shm-socket", str(tmp_path / "sock")],
+    # The default size (1920x1080@30): H.264 level 4, above the level 3.1 Chromium's offer names.
+    svc = ServiceProcess(["--source", "test:ball", "--shm-socket", str(tmp_path / "sock")],
                          tmp_path / "service.log", env=env)
     api = f"http://127.0.0.1:{ports['api']}"
     try:
@@ -81,7 +81,7 @@ def test_viewer_plays_h264_over_webrtc(service: tuple[ServiceProcess, str], brow
     time.sleep(7.0)  # longer than the server's silent-viewer timeout: a watching viewer is never dropped
     later = browser.eval(INBOUND_JS)
     assert later["codec"] == "video/H264", later
-    assert (later["width"], later["height"]) == (1280, 720), later
+    assert (later["width"], later["height"]) == (1920, 1080), later  # the default size
     assert later["state"] == "connected"
     rate = (later["decoded"] - first["decoded"]) / 7.0
     assert rate >= 20, f"only {rate:.1f} frames/s decoded over WebRTC (30 sent)"

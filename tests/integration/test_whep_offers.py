@@ -30,8 +30,8 @@ def test_picks_constrained_baseline_h264() -> None:
                   104: ("H264/90000", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"),
                   108: ("H264/90000", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
                   112: ("H264/90000", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f")})
-    _msg, pt, profile = parse_offer(text)
-    assert (pt, profile) == (108, "42e01f")
+    chosen = parse_offer(text)
+    assert (chosen.pt, chosen.profile, chosen.asymmetry) == (108, "42e01f", True)
 
 
 @pytest.mark.parametrize("text, status, words", [

@@ -88,6 +88,8 @@ class _Session:
     queue: Gst.Element
     webrtc: Gst.Element
     tee_pad: Gst.Pad
+    offer_level: str  # the offer's profile-level-id
+    asymmetry: bool
     created: float = field(default_factory=time.monotonic)
     connected: float | None = None
     last_rtcp: float | None = None
@@ -95,9 +97,18 @@ class _Session:
     closing: bool = False
 
 
-def parse_offer(text: str) -> tuple[GstSdp.SDPMessage, int, str]:
-    """The parsed offer, the payload type of its best H.264 format and that format's profile-level-id;
-    WhepError (400/406) otherwise."""
+@dataclass(frozen=True)
+class Offer:
+    """What a WHEP offer asks for: its best H.264 format."""
+
+    msg: GstSdp.SDPMessage
+    pt: int  # payload type
+    profile: str  # profile-level-id, e.g. "42e01f"
+    asymmetry: bool  # level-asymmetry-allowed=1: we may send a higher level than the offer names
+
+
+def parse_offer(text: str) -> Offer:
+    """The parsed offer and its best H.264 format; WhepError (400/406) otherwise."""
     if not text.lstrip().startswith("v=0"):
         raise WhepError(400, "malformed SDP offer: it must start with 'v=0' (send the offer's SDP text as "
                              "application/sdp)")
@@ -123,7 +134,7 @@ def parse_offer(text: str) -> tuple[GstSdp.SDPMessage, int, str]:
             codecs[int(pt_text)] = rest
         elif attr.key == "fmtp":
             fmtp[int(pt_text)] = rest
-    best: tuple[int, int, str] | None = None
+    best: tuple[int, int, str, bool] | None = None
     for pt, codec in codecs.items():
         if not codec.upper().startswith("H264/90000"):
             continue
@@ -135,11 +146,11 @@ def parse_offer(text: str) -> tuple[GstSdp.SDPMessage, int, str]:
             continue
         rank = 0 if profile[2:4] == "e0" else 1  # constrained baseline first
         if best is None or rank < best[0]:
-            best = (rank, pt, profile)
+            best = (rank, pt, profile, params.get("level-asymmetry-allowed") == "1")
     if best is None:
         offered = ", ".join(sorted({c.split("/")[0] for c in codecs.values()})) or "nothing"
         raise WhepError(406, f"no usable H.264 in the offer (it offers {offered}); supported: {SUPPORTED}")
-    return msg, best[1], best[2]
+    return Offer(msg, best[1], best[2], best[3])
 
 
 def local_addresses() -> list[str]:
@@ -168,8 +179,10 @@ class WebRtcOutput:
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
         self._timer = 0
+        self._restarting = threading.Event()
         self.sessions_total = 0
         self.refused = 0
+        self.restarts = 0
 
     # -- life cycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -191,7 +204,7 @@ class WebRtcOutput:
                  ", ".join(self.addresses))
 
     def stop(self) -> None:
-        for sid in list(self._sessions):
+        for sid in self._session_ids():
             self.close(sid)
         if self._timer:
             GLib.source_remove(self._timer)
@@ -201,13 +214,38 @@ class WebRtcOutput:
             pipeline.set_state(Gst.State.NULL)
             pipeline.get_bus().remove_signal_watch()
 
+    def _session_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def _session_list(self) -> list[_Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
     def _on_error(self, _bus: Gst.Bus, msg: Gst.Message) -> None:
         err, _debug = msg.parse_error()
         src = msg.src.get_name() if msg.src else "?"
-        log.warning("WebRTC: %s: %s", src, err.message)
-        for s in list(self._sessions.values()):  # an error inside one viewer's webrtcbin ends that viewer
-            if msg.src is not None and (msg.src is s.webrtc or msg.src.has_as_ancestor(s.webrtc)):
+        for s in self._session_list():  # an error inside one viewer's branch ends that viewer
+            if msg.src is not None and (msg.src in (s.webrtc, s.queue) or msg.src.has_as_ancestor(s.webrtc)):
+                log.warning("WebRTC viewer %s: %s: %s", s.id, src, err.message)
                 self._close_later(s.id, f"error: {err.message}")
+                return
+        # The shared part (the access units' source, a payloader) failed: no later viewer would get a frame.
+        # Start the output afresh, so the next viewer works.
+        log.warning("WebRTC: %s: %s; restarting the WebRTC output", src, err.message)
+        if not self._restarting.is_set():
+            self._restarting.set()
+            threading.Thread(target=self._restart, name="webrtc-restart", daemon=True).start()
+
+    def _restart(self) -> None:
+        try:
+            self.stop()
+            self.start()
+            self.restarts += 1
+        except RuntimeError as e:
+            log.error("WebRTC output could not restart: %s", e)
+        finally:
+            self._restarting.clear()
 
     def _on_upstream(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         event = info.get_event()
@@ -219,7 +257,7 @@ class WebRtcOutput:
     # -- sessions ---------------------------------------------------------------------------------------
     def answer(self, offer_text: str, peer: str) -> tuple[str, str]:
         """(session id, SDP answer) for a WHEP offer. Blocks up to a few seconds: call from a worker thread."""
-        msg, pt, profile = parse_offer(offer_text)
+        offer = parse_offer(offer_text)
         pipeline = self.pipeline
         if pipeline is None:
             raise WhepError(503, "WebRTC output is not running")
@@ -229,7 +267,7 @@ class WebRtcOutput:
                 raise WhepError(503, f"all {self.max_viewers} WebRTC viewer slots are taken (webrtc.max_viewers); "
                                      "try again later or use the MJPEG stream")
             sid = secrets.token_urlsafe(12)
-            session = self._add_viewer(pipeline, self._payloader(pipeline, pt), sid, peer, profile)
+            session = self._add_viewer(pipeline, self._payloader(pipeline, offer.pt), sid, peer, offer)
             self._sessions[sid] = session
             first = len(self._sessions) == 1
         self.sessions_total += 1
@@ -238,7 +276,7 @@ class WebRtcOutput:
         else:
             self.hub.request_keyframe()
         try:
-            return sid, self._negotiate(session, msg)
+            return sid, self._negotiate(session, offer.msg)
         except WhepError:
             self.close(sid)
             raise
@@ -263,7 +301,7 @@ class WebRtcOutput:
         pay.users += 1
         return pay
 
-    def _add_viewer(self, pipeline: Gst.Pipeline, pay: _Payloader, sid: str, peer: str, profile: str) -> _Session:
+    def _add_viewer(self, pipeline: Gst.Pipeline, pay: _Payloader, sid: str, peer: str, offer: Offer) -> _Session:
         queue = Gst.ElementFactory.make("queue", f"q_{sid}")
         queue.set_property("leaky", 2)  # downstream: a slow viewer loses packets, never holds the others
         queue.set_property("max-size-buffers", 0)
@@ -282,16 +320,16 @@ class WebRtcOutput:
         sink = webrtc.request_pad_simple("sink_%u")
         trans = sink.get_property("transceiver")
         trans.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
-        # Answer with the offer's own H.264 format (its payload type and profile-level-id).
-        trans.set_property("codec-preferences", Gst.Caps.from_string(
-            f"application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload={pay.pt},"
-            f"packetization-mode=(string)1,profile-level-id=(string){profile}"))
+        # Answer with the offer's own H.264 format (its payload type). The profile and level are the stream's
+        # own, set once its caps are known (_negotiate): pinning the offer's level here (3.1 from Chromium)
+        # refused a 1080p stream (level 4) at the sink and broke the shared payloader for every later viewer.
+        trans.set_property("codec-preferences", Gst.Caps.from_string(_codec_caps(pay.pt)))
         queue.get_static_pad("src").link(sink)
         webrtc.sync_state_with_parent()
         queue.sync_state_with_parent()
         tee_pad = pay.tee.request_pad_simple("src_%u")
         tee_pad.link(queue.get_static_pad("sink"))
-        session = _Session(sid, peer, pay.pt, queue, webrtc, tee_pad)
+        session = _Session(sid, peer, pay.pt, queue, webrtc, tee_pad, offer.profile, offer.asymmetry)
         webrtc.connect("notify::connection-state", self._on_state, session)
         # webrtcbin (1.22) has no ICE consent checks: a browser that closes the page never moves it out of
         # "connected". Its RTCP does stop, though: an RTCP BYE, or no RTCP for VIEWER_SILENT_S, ends it.
@@ -307,6 +345,16 @@ class WebRtcOutput:
             if time.monotonic() > deadline:
                 raise WhepError(503, "no H.264 frames to send yet (encoder not producing); try again")
             time.sleep(0.01)
+        stream = sink.get_current_caps().get_structure(0)
+        level = stream.get_string("profile-level-id")
+        if level:
+            # RFC 6184: with level-asymmetry-allowed=1 (every browser offers it) the answer may carry the level
+            # the sender really sends, whatever level the offer named for the other direction.
+            s.webrtc.get_static_pad("sink_0").get_property("transceiver").set_property(
+                "codec-preferences", Gst.Caps.from_string(_codec_caps(s.pt, level)))
+            if int(level[4:6], 16) > int(s.offer_level[4:6], 16) and not s.asymmetry:
+                log.warning("WebRTC viewer %s: the offer allows H.264 level %s only (no level-asymmetry-allowed); "
+                            "sending the stream's level %s anyway", s.id, s.offer_level[4:], level[4:])
         offer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.OFFER, msg)
         _call(s.webrtc, "set-remote-description", offer, "the offer was not accepted")
         reply = _call(s.webrtc, "create-answer", None, "no answer could be made for this offer")
@@ -344,7 +392,7 @@ class WebRtcOutput:
 
     def _reap(self) -> bool:
         now = time.monotonic()
-        for s in list(self._sessions.values()):
+        for s in self._session_list():
             if s.connected is None and now - s.created > self.connect_timeout:
                 self._close_later(s.id, f"not connected within {self.connect_timeout:g} s")
             elif s.connected is not None and now - max(s.last_rtcp or 0, s.connected) > VIEWER_SILENT_S:
@@ -356,29 +404,34 @@ class WebRtcOutput:
         return True
 
     def _close_later(self, sid: str, why: str) -> None:
-        s = self._sessions.get(sid)
-        if s is None or s.closing:
-            return
-        s.closing = True
+        with self._lock:
+            s = self._sessions.get(sid)
+            if s is None or s.closing:
+                return
+            s.closing = True
         log.info("WebRTC viewer %s: closing (%s)", sid, why)
         threading.Thread(target=self.close, args=(sid,), name="whep-close", daemon=True).start()
 
     def close(self, sid: str) -> bool:
-        """End a session; False when there is no such session."""
+        """End a session; False when there is no such session. The bookkeeping is done under the lock, the
+        (up to a second long) unlinking outside it, so other sessions come and go meanwhile."""
         with self._lock:
             s = self._sessions.pop(sid, None)
             if s is None:
                 return False
             last = not self._sessions
+            left = len(self._sessions)
             pay = self._payloaders[s.pt]
-            _detach(self.pipeline, pay.tee, s.tee_pad, [s.webrtc, s.queue])
             pay.users -= 1
-            if pay.users == 0:
+            drop_payloader = pay.users == 0
+            if drop_payloader:
                 del self._payloaders[s.pt]
-                _detach(self.pipeline, self._au_tee, pay.au_pad, pay.elements)
+        _detach(self.pipeline, pay.tee, s.tee_pad, [s.webrtc, s.queue])
+        if drop_payloader:
+            _detach(self.pipeline, self._au_tee, pay.au_pad, pay.elements)
         if last and self._feed is not None:
             self.hub.unsubscribe(self._feed)
-        log.info("WebRTC viewer %s: closed (%d left)", sid, len(self._sessions))
+        log.info("WebRTC viewer %s: closed (%d left)", sid, left)
         return True
 
     @property
@@ -392,12 +445,15 @@ class WebRtcOutput:
 
     def stats(self) -> dict[str, object]:
         now = time.monotonic()
+        sessions = self._session_list()
+        with self._lock:
+            payloaders = sorted(self._payloaders)
         return {
-            "clients": len(self._sessions), "max_viewers": self.max_viewers,
-            "sessions_total": self.sessions_total, "refused": self.refused,
-            "payloaders": sorted(self._payloaders),
+            "clients": len(sessions), "max_viewers": self.max_viewers,
+            "sessions_total": self.sessions_total, "refused": self.refused, "restarts": self.restarts,
+            "payloaders": payloaders,
             "sessions": [{"id": s.id[:6] + "…", "peer": s.peer, "state": s.state,
-                          "age_s": round(now - s.created, 1)} for s in self._sessions.values()],
+                          "age_s": round(now - s.created, 1)} for s in sessions],
         }
 
 
@@ -433,6 +489,14 @@ def _ice_agent(webrtc: Gst.Element) -> GObject.Object:
     if agent.__grefcount__ == 1:
         _g_object_ref(_capsule_pointer(agent.__gpointer__, None))
     return agent
+
+
+def _codec_caps(pt: int, profile_level_id: str | None = None) -> str:
+    caps = (f"application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload={pt},"
+            "packetization-mode=(string)1")
+    if profile_level_id:
+        caps += f",profile-level-id=(string){profile_level_id},level-asymmetry-allowed=(string)1"
+    return caps
 
 
 def _note_rtcp(_pad: Gst.Pad, _info: Gst.PadProbeInfo, s: _Session) -> Gst.PadProbeReturn:

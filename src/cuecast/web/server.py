@@ -198,6 +198,8 @@ async def serve(cfg: Config, runtime: Runtime, config_path: Path | None, overrid
             raise ServerDied(f"the {died.get_name()} server stopped unexpectedly"
                              + (f": {type(why).__name__}: {why}" if why else ""))
     finally:
+        for t in chores:
+            t.cancel()
         for hub in service.hubs.values():
             hub.close()
         for server in servers:
@@ -206,8 +208,6 @@ async def serve(cfg: Config, runtime: Runtime, config_path: Path | None, overrid
             _done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S + 0.3)
             for t in pending:
                 t.cancel()
-        for t in chores:
-            t.cancel()
         await asyncio.to_thread(service.stop)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
