@@ -232,3 +232,23 @@ def test_socket_in_use_by_a_live_producer_is_refused(service_factory: Factory, s
     assert second.proc.wait(timeout=20) == 2
     assert "in use by a running producer" in second.log()
     assert first.proc.poll() is None
+
+
+def test_zero_copy_view_is_read_only_and_the_default_a_private_copy(service_factory: Factory, sock: Path) -> None:
+    """get_frame(copy=False) lends the shared-memory block itself (read-only, valid until the next call);
+    the default is the caller's own copy, which it may write into."""
+    svc = service_factory("--source", "test:smpte", "--width", "640", "--height", "480", "--shm-socket", str(sock))
+    svc.wait_for_path(sock)
+    with GStreamerFrameConsumer(sock) as c:
+        assert real_frame(c, 10) is not None, svc.log()
+        view = c.get_frame(timeout=2, copy=False)
+        assert view is not None and view.shape == (480, 640, 3) and not view.flags.writeable
+        with pytest.raises(ValueError):
+            view[0, 0, 0] = 1
+        held = view.copy()
+        assert np.array_equal(view, held)  # still valid: no other call yet
+        own = c.get_frame(timeout=2)
+        assert own is not None and own.flags.writeable
+        own[:] = 0  # the caller's copy; the next frame is untouched
+        again = c.get_frame(timeout=2)
+        assert again is not None and again.any()
