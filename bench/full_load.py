@@ -7,6 +7,7 @@ processes (cuecast consume, ffmpeg, bench/readers.py) so their CPU is not the se
 
 from __future__ import annotations
 
+import ctypes
 import json
 import re
 import resource
@@ -23,6 +24,7 @@ import numpy as np
 
 from bench.common import cpu_percent, free_ports, make_mjpeg_clip, service_env, start_service, stop, table, write_report
 from bench.mjpeg import CLIP, wait_port
+from cuecast import native
 from cuecast.fisheye.demo import demo_calibration_path, demo_model
 from cuecast.fisheye.maps import build_maps
 
@@ -33,13 +35,14 @@ COLD_FRAMES = 40
 HOT: dict[str, float] = {}
 # What each thread group of the service does in S2, to set its CPU against the kernels it runs.
 THREAD_ROLES = {
-    "cuecast_src:src": "correction (fisheye element + OpenCV workers, incl. their share of cvtColor)",
-    "q_h264:src": "x264 + its threads, h264parse, hub",
-    "q_mjpeg_medium:": "scale + JPEG 720p, hub",
-    "q_mjpeg_low:src": "scale + JPEG 480p @15, hub",
-    "q_shm:src": "I420->BGR into shared memory",
-    "multiqueue0:src": "MJPEG decode (source)",
-    "python": "asyncio HTTP fan-out, GLib loop, timers",
+    "capture/cuecast_src:src": "correction + BGR into shared memory (native, with their worker threads)",
+    "capture/multiqueue0:src": "MJPEG decode (source)",
+    "capture/q_ring:src": "I420 copy into the ring",
+    "streaming/shmsrc0:src": "ring reader (copy out of the ring)",
+    "streaming/q_h264:src": "x264 + its threads, h264parse, hub",
+    "streaming/q_mjpeg_medium:": "scale + JPEG 720p, hub",
+    "streaming/q_mjpeg_low:src": "scale + JPEG 480p @15, hub",
+    "streaming/python": "asyncio HTTP fan-out, GLib loop, timers",
 }
 
 
@@ -81,41 +84,57 @@ def kernel_floor() -> dict[str, float]:
     out = np.empty_like(frames[0])
     bgr = np.empty((1080, 1920, 3), np.uint8)
 
+    lib = ctypes.CDLL(str(native.load()))  # the native kernels the capture process runs (native/kernels.c)
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int
+    lib.cc_remap_plane.argtypes = [ptr, i32, i32, i32, ptr, i32, ptr, ptr, i32, i32, i32, ctypes.c_uint8, ptr]
+    lib.cc_i420_to_bgr.argtypes = [ptr, i32, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32]
+
     def remap_ms(pick: int) -> float:
         t0 = time.process_time()
         for i in range(n):
             i420 = frames[i % len(frames) if pick < 0 else pick]
-            cv2.remap(i420[:1080], maps.full[0], maps.full[1], cv2.INTER_LINEAR, dst=out[:1080])
-            for a, b in ((1080, 1350), (1350, 1620)):
-                cv2.remap(i420[a:b].reshape(540, 960), maps.half[0], maps.half[1], cv2.INTER_LINEAR,
-                          dst=out[a:b].reshape(540, 960))
+            base, dst = i420.ctypes.data, out.ctypes.data
+            lib.cc_remap_plane(base, 1920, 1920, 1080, dst, 1920, maps.full[0].ctypes.data, maps.full[1].ctypes.data,
+                               1920, 0, 1080, 0, None)
+            for off in (1920 * 1080, 1920 * 1080 * 5 // 4):
+                lib.cc_remap_plane(base + off, 960, 960, 540, dst + off, 960, maps.half[0].ctypes.data,
+                                   maps.half[1].ctypes.data, 960, 0, 540, 128, None)
         return (time.process_time() - t0) * 1000 / n
 
-    k["remap I420 1080p"] = remap_ms(-1)
+    k["remap I420 1080p (native, one thread)"] = remap_ms(-1)
     HOT["remap I420 1080p, one frame repeated (hot cache, not counted)"] = remap_ms(0)
     t0 = time.process_time()
     for i in range(n):
-        cv2.cvtColor(frames[i % len(frames)], cv2.COLOR_YUV2BGR_I420, dst=bgr)
-    k["I420->BGR (cvtColor)"] = (time.process_time() - t0) * 1000 / n
+        f = frames[i % len(frames)]
+        y = f.ctypes.data
+        lib.cc_i420_to_bgr(y, 1920, y + 1920 * 1080, 960, y + 1920 * 1080 * 5 // 4, 960, bgr.ctypes.data, 1920 * 3,
+                           1920, 0, 1080)
+    k["I420->BGR (native, one thread)"] = (time.process_time() - t0) * 1000 / n
     return k
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far per thread name (GStreamer names its streaming threads after their element;
-    threads a library starts, e.g. x264's or OpenCV's workers, inherit the name of the thread that made them)."""
+    """CPU seconds so far per process role and thread name, "capture/q_ring:src" (GStreamer names its streaming
+    threads after their element; threads a library starts, e.g. x264's or the native workers, inherit the
+    name of the thread that made them)."""
     import os
+
+    import psutil
 
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children()]:
+        cmd = " ".join(proc.cmdline())
+        role = "capture" if "_capture" in cmd else "streaming" if "_stream" in cmd else "supervisor"
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            try:
+                with open(f"/proc/{proc.pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name = f"{role}/{stat[stat.index('(') + 1:stat.rindex(')')]}"
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -180,10 +199,8 @@ def s2(tmp: Path) -> dict[str, object]:
             "mjpeg_low": [c["fps"] for c in per_client if c["port"] == ports[2]],
             "rtsp": rtsp_fps,
             "source_fps": (after["source"]["frames"] - before["source"]["frames"]) / wall,
-            "dropped_medium": outs_a["mjpeg_medium"]["frames_dropped_slow_clients"]
-            - outs_b["mjpeg_medium"]["frames_dropped_slow_clients"],
-            "dropped_low": outs_a["mjpeg_low"]["frames_dropped_slow_clients"]
-            - outs_b["mjpeg_low"]["frames_dropped_slow_clients"],
+            "dropped_medium": outs_a["mjpeg_medium"]["frames_dropped"] - outs_b["mjpeg_medium"]["frames_dropped"],
+            "dropped_low": outs_a["mjpeg_low"]["frames_dropped"] - outs_b["mjpeg_low"]["frames_dropped"],
         })
     finally:
         stop(proc)
@@ -225,11 +242,10 @@ def main() -> None:
     threads = sorted(r["threads"].items(), key=lambda kv: -kv[1])  # type: ignore[union-attr]
     trows = [[name, THREAD_ROLES.get(name, ""), f"{pct:.1f}", f"{pct / 3:.2f}"] for name, pct in threads if pct >= 0.5]
     body_threads = (
-        "\n\nWhere S2's CPU goes, per thread group (from /proc; % of a core, and core-ms per source frame at "
-        "30 fps). Set against the kernels above this shows the overhead is not Python or plumbing (a perf "
-        "profile of S2 put the interpreter at ~6 %, GStreamer/GLib at ~2 % and the kernel at ~9 % of the samples): the "
-        "correction's OpenCV work and the encoders cost more next to each other than alone (shared caches "
-        "and memory bandwidth on 2 cores).\n\n" + table(["thread", "does", "CPU %", "core-ms/frame"], trows)
+        "\n\nWhere S2's CPU goes, per process and thread group (from /proc; % of a core, and core-ms per source "
+        "frame at 30 fps). Set against the kernels above: the kernels cost more next to each other than alone "
+        "(shared caches and memory bandwidth on 2 cores).\n\n"
+        + table(["thread", "does", "CPU %", "core-ms/frame"], trows)
     )
     body = (
         "S2: 1080p30 MJPEG clip + demo fisheye calibration; 1 shm consumer (`cuecast consume`), 2 RTSP clients "

@@ -79,7 +79,7 @@ def main() -> None:
 
     def build() -> Gst.Pipeline:
         p = Gst.parse_launch(f"shmsrc socket-path={sock} is-live=true ! appsink name=sink emit-signals=true "
-                             "sync=false max-buffers=1 drop=true")
+                             "sync=false max-buffers=1 drop=true enable-last-sample=false")
         p.get_by_name("sink").connect("new-sample", on_sample)
         return p
 

@@ -31,3 +31,32 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
 @pytest.fixture
 def sock(tmp_path: Path) -> Path:
     return tmp_path / "camera-backend"
+
+
+# -- the suite leaves the checkout as it found it (caches belong in ignored or temporary folders) ---------------
+
+def _tree_state() -> set[str] | None:
+    import subprocess
+
+    root = Path(__file__).parents[1]
+    r = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
+                       capture_output=True, text=True)
+    return set(r.stdout.splitlines()) if r.returncode == 0 else None
+
+
+_TREE_AT_START: set[str] | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _TREE_AT_START
+    _TREE_AT_START = _tree_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    after = _tree_state()
+    if _TREE_AT_START is None or after is None:
+        return
+    changed = sorted(after - _TREE_AT_START)
+    if changed:
+        print("\nthe test run changed the checkout (tracked or not ignored):\n  " + "\n  ".join(changed))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

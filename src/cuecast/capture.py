@@ -118,7 +118,8 @@ class SourceRunner:
         c = self.cfg
         if self.spec.kind == "ring":
             return (f'shmsrc socket-path="{self.spec.location}" is-live=true '
-                    "! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync=false qos=false")
+                    "! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync=false qos=false "
+                    "enable-last-sample=false")
         if self.spec.kind == "demo":
             return (
                 f"appsrc name=demo_src is-live=false format=time block=true max-buffers=2 "

@@ -175,6 +175,8 @@ class GStreamerFrameConsumer:
         sink.set_property("sync", False)
         sink.set_property("max-buffers", 1)
         sink.set_property("drop", True)
+        # No "last sample" kept aside: it would hold one more of the producer's few shared-memory blocks.
+        sink.set_property("enable-last-sample", False)
         # Frames are taken in the streaming thread as they arrive: no extra thread hop on the way.
         sink.set_property("emit-signals", True)
         sink.connect("new-sample", self._on_sample)

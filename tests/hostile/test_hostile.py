@@ -317,17 +317,18 @@ def test_slowloris_partial_headers_are_closed(tmp_path: Path) -> None:
         s.proc.close()
 
 
-def test_api_fuzzing_with_schemathesis(svc: Svc) -> None:
+def test_api_fuzzing_with_schemathesis(svc: Svc, tmp_path: Path) -> None:
     """schemathesis against the app's own OpenAPI: no server errors, every response matches the schema
     (the endless MJPEG stream is left out: a fuzzer cannot read it to the end). WHEP is fuzzed on its own
-    without the "schema-valid body accepted" check: any string is schema-valid, few strings are SDP offers."""
+    without the "schema-valid body accepted" check: any string is schema-valid, few strings are SDP offers.
+    It runs in a temporary folder: its cache never lands in the checkout."""
     exe = Path(sys.executable).with_name("schemathesis")
     common = [str(exe), "run", f"{svc.api}/openapi.json", "-n", "40", "--seed", "1"]
     runs = [["--checks", "all", "--exclude-path", "/stream/video", "--exclude-path-regex", "^/whep/"],
             ["--checks", "all", "--exclude-checks", "positive_data_acceptance", "--include-path-regex", "^/whep/"]]
     for extra in runs:
-        r = subprocess.run(common + extra, capture_output=True, text=True, timeout=300,
-                           cwd=Path(__file__).parents[2],
-                           env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.hostile.schemathesis_hooks"})
+        r = subprocess.run(common + extra, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                           env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.hostile.schemathesis_hooks",
+                                "PYTHONPATH": str(Path(__file__).parents[2])})
         assert r.returncode == 0, r.stdout[-4000:]
     assert svc.proc.proc.poll() is None

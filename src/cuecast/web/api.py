@@ -8,12 +8,16 @@ qualities are served in-process from the same hubs the MJPEG ports use (no HTTP 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 from enum import StrEnum
 from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, generate_latest
@@ -45,7 +49,7 @@ class Quality(StrEnum):
 class ControlsUpdate(BaseModel):
     """Any subset of the picture controls; omitted fields keep their value."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not a brightness
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # strict: `true` is not a brightness
     brightness: float | None = Field(None, ge=-1.0, le=1.0)
     contrast: float | None = Field(None, ge=0.0, le=2.0)
     saturation: float | None = Field(None, ge=0.0, le=2.0)
@@ -110,6 +114,145 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+JSON_MAX_DEPTH = 32
+
+
+class JsonBodies:
+    """Strict JSON for the API's request bodies, before FastAPI sees them: a body sent to a JSON endpoint
+    must say `Content-Type: application/json` (415), be JSON nested at most JSON_MAX_DEPTH deep (400), have no
+    duplicate keys (400: which value would count?), and hold no non-finite number, `1e999` or `NaN` included
+    (422 naming the field). Bodies for other endpoints (WHEP's SDP) pass untouched."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...] = ("/api/",)) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH")
+                or not scope.get("path", "").startswith(self.paths)):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if body:
+            ctype = dict(scope.get("headers", [])).get(b"content-type", b"").split(b";")[0].strip().lower()
+            if ctype != b"application/json":
+                await send_json(send, 415, f"send the body as JSON with Content-Type: application/json "
+                                           f"(got {ctype.decode('latin-1') or 'none'})")
+                return
+            problem = check_json(body)
+            if problem is not None:
+                status, detail = problem
+                await send_json(send, status, detail)
+                return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def check_json(body: bytes) -> tuple[int, Any] | None:
+    """(status, detail) for a body the API refuses, None for a good one (see JsonBodies)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == 0x5C:  # backslash
+                escaped = True
+            elif ch == 0x22:  # quote
+                in_string = False
+        elif ch == 0x22:
+            in_string = True
+        elif ch in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in (0x5D, 0x7D):
+            depth -= 1
+    if deepest > JSON_MAX_DEPTH:
+        return 400, f"JSON nested {deepest} levels deep; at most {JSON_MAX_DEPTH} are accepted"
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for k, v in items:
+            if k in seen:
+                raise _Duplicate(k)
+            seen[k] = v
+        return seen
+
+    try:
+        data = json.loads(body, object_pairs_hook=pairs)
+    except _Duplicate as e:
+        return 400, f"duplicate key {e.args[0]!r} in the JSON body"
+    except (ValueError, RecursionError):
+        return None  # not JSON at all: FastAPI answers that with its own 4xx
+    bad = _non_finite(data, ("body",))
+    if bad is not None:
+        return 422, [{"type": "finite_number", "loc": list(bad), "msg": "Input should be a finite number",
+                      "input": str(_at(data, bad[1:]))}]
+    return None
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float (and any exception object) turned into text, so it can be JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, BaseException):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _non_finite(value: Any, path: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, (*path, k))
+        if found is not None:
+            return found
+    return None
+
+
+def _at(value: Any, path: tuple[Any, ...]) -> Any:
+    for k in path:
+        value = value[k]
+    return value
+
+
+async def send_json(send: Send, status: int, detail: Any) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _StatusCollector:
@@ -281,6 +424,11 @@ def create_app(service: Service) -> FastAPI:
             log.info("controls set: %s", ", ".join(f"{k}={v}" for k, v in controls.model_dump().items()))
             return ControlsResult(**controls.model_dump(), persisted_to=persisted)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> Response:
+        """422 naming the field; an input JSON cannot carry (a non-finite number) is shown as text."""
+        return JSONResponse({"detail": jsonable_encoder(_finite(exc.errors()))}, status_code=422)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         headers = dict(exc.headers or {})
@@ -298,4 +446,4 @@ def create_app(service: Service) -> FastAPI:
 
 
 def with_limits(app: FastAPI, service: Service) -> ASGIApp:
-    return BodyLimit(app, service.cfg.http.max_body_bytes)
+    return BodyLimit(JsonBodies(app), service.cfg.http.max_body_bytes)
