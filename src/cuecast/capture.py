@@ -53,6 +53,46 @@ class SourceStatus:
     last_frame_mono: float | None = None
 
 
+HTTP_PROBE_TIMEOUT_S = 2.0
+
+
+def probe_http(url: str) -> tuple[str, str]:
+    """What an HTTP camera answers now: ("multipart", ...) for MJPEG, ("other", why) for another 200 answer,
+    ("not-ready", why) for an error page (a camera booting answers 503 or an HTML page for a while) or no
+    answer at all. Anything the probe cannot judge (a login it cannot do, TLS) goes to GStreamer as MJPEG."""
+    import base64
+    import http.client
+    from urllib.parse import unquote, urlsplit
+
+    u = urlsplit(url)
+    conn_cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    try:
+        conn = conn_cls(u.hostname or "", u.port, timeout=HTTP_PROBE_TIMEOUT_S)
+        headers = {"User-Agent": "cuecast"}
+        if u.username is not None:
+            creds = f"{unquote(u.username)}:{unquote(u.password or '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(creds).decode()
+        path = u.path or "/"
+        conn.request("GET", path + (f"?{u.query}" if u.query else ""), headers=headers)
+        resp = conn.getresponse()
+        ctype = resp.getheader("Content-Type", "") or ""
+        status = resp.status
+        conn.close()
+    except (ConnectionRefusedError, TimeoutError) as e:
+        return "not-ready", f"IP camera {url} is unreachable ({e}): check the address and network"
+    except (OSError, http.client.HTTPException):
+        return "multipart", "the probe could not judge the answer"
+    if status == 401:
+        return "multipart", "a login the probe does not do"
+    if status != 200:
+        return "not-ready", f"the camera answered {status} {ctype.split(';')[0] or ''}: not streaming yet"
+    if ctype.lower().startswith("multipart/"):
+        return "multipart", "MJPEG"
+    if ctype.lower().startswith("text/html"):
+        return "not-ready", "the camera answered an HTML page, not a video stream: not streaming yet"
+    return "other", f"the camera answers {ctype or 'without a content type'}, not multipart MJPEG"
+
+
 def _hint(spec: SourceSpec, text: str) -> str:
     low = text.lower()
     if spec.kind == "v4l2" and "busy" in low:
@@ -84,11 +124,8 @@ class SourceRunner:
         self.first_error: str | None = None
         self._demo: DemoScene | None = None
         self._demo_frame = 0
-        self._attempt_multipart = True
+        self._attempt_multipart = True  # HTTP cameras: what this attempt's answer was (see _probe_http)
         self._file_id: tuple[int, int, float] | None = None
-        # HTTP cameras: MJPEG (multipart) first on every attempt; one attempt of plain decoding follows an
-        # answer that was not multipart (a camera booting may answer anything once: it must not stick).
-        self._http_multipart = True
         self._format_error: str | None = None
 
     # -- public, any thread ------------------------------------------------------------------------
@@ -138,10 +175,6 @@ class SourceRunner:
             f"! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync={sync} qos=false"
         )
 
-    def _description_for(self, multipart: bool) -> str:
-        self._attempt_multipart = multipart
-        return self._description()
-
     def _connect(self) -> bool:
         self._retry_id = None
         if not self._running:
@@ -149,14 +182,37 @@ class SourceRunner:
         self.status.attempts += 1
         self.status.state = "starting"
         self.status.next_retry_s = None
-        multipart_this_time = self._http_multipart
-        self._http_multipart = True  # decided per attempt: the next one tries MJPEG again
+        if self.spec.kind == "http":
+            # Look at the camera's answer first, off the GLib thread: the kind of stream is decided on every
+            # attempt from what the camera says now (a camera that boots answers error pages for a while).
+            threading.Thread(target=self._probe_then_start, name="http-probe", daemon=True).start()
+        else:
+            self._start_pipeline()
+        return False
+
+    def _probe_then_start(self) -> None:
+        kind, why = probe_http(self.spec.location)
+        GLib.idle_add(self._after_probe, kind, why)
+
+    def _after_probe(self, kind: str, why: str) -> bool:
+        if not self._running:
+            return False
+        if kind == "not-ready":
+            self._failed(why)
+        else:
+            self._attempt_multipart = kind == "multipart"
+            if not self._attempt_multipart:
+                log.info("source %s: %s; decoding it generically", self.spec.describe(), why)
+            self._start_pipeline()
+        return False
+
+    def _start_pipeline(self) -> None:
         try:
-            desc = self._description_for(multipart_this_time)
+            desc = self._description()
             pipeline = Gst.parse_launch(desc)
         except (SourceError, GLib.Error) as e:
             self._failed(str(e))
-            return False
+            return
         assert isinstance(pipeline, Gst.Pipeline)
         sink = pipeline.get_by_name("cuecast_sink")
         sink.connect("new-sample", self._on_sample)
@@ -170,7 +226,7 @@ class SourceRunner:
         with self._lock:
             if not self._running:
                 pipeline.set_state(Gst.State.NULL)
-                return False
+                return
             self._pipeline = pipeline
         log.info("source %s: connecting (attempt %d)", self.spec.describe(), self.status.attempts)
         if self.spec.kind == "file":
@@ -179,7 +235,6 @@ class SourceRunner:
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             # The ERROR message on the bus carries the reason; it arrives next and triggers the retry.
             log.debug("source %s: state change to PLAYING failed", self.spec.describe())
-        return False
 
     def _file_identity(self) -> tuple[int, int, float] | None:
         try:
@@ -229,11 +284,6 @@ class SourceRunner:
         if t == Gst.MessageType.ERROR:
             err, dbg = msg.parse_error()
             log.debug("source error detail: %s", dbg)
-            if (self.spec.kind == "http" and self._attempt_multipart and msg.src is not None
-                    and "multipartdemux" in (msg.src.get_factory().get_name() if msg.src.get_factory() else "")):
-                self._http_multipart = False
-                log.info("source %s: the answer was not multipart (MJPEG); the next attempt tries generic "
-                         "decoding once", self.spec.describe())
             self._failed(_hint(self.spec, f"{err.message}"))
         elif t == Gst.MessageType.EOS:
             if self.spec.kind == "file" and self.cfg.loop:

@@ -221,6 +221,8 @@ class HttpConfig(_Model):
     max_connections_per_ip: int = Field(30, ge=1, le=10_000, description="open requests per client address")
     max_query_bytes: int = Field(2048, ge=64, le=65536)
     header_timeout: float = Field(10.0, ge=0.5, le=300, description="close clients that send headers slower")
+    allowed_hosts: list[str] = Field(default_factory=list, description="more names this box is reached by "
+                                     "(e.g. cuecast.local); changes are refused from pages on any other host")
 
 
 class AuthConfig(_Model):
@@ -229,7 +231,8 @@ class AuthConfig(_Model):
 
     token: str | None = Field(None, min_length=16, description="bearer token for state-changing requests")
     token_file: Path | None = Field(None, description="read the token from this file instead")
-    protect_streams: bool = Field(False, description="streams and snapshots need the token too (?token=...)")
+    protect_streams: bool = Field(False, description="streams, snapshots, WebRTC, RTSP (user `cuecast`, the token "
+                                  "as password), /api/status and /metrics need the token too (?token=... for <img>)")
 
     def resolved_token(self) -> str | None:
         if self.token_file is not None:
@@ -276,6 +279,9 @@ class Config(_Model):
             raise ValueError("shm.width and shm.height must be set together (or both left out)")
         if self.auth.token is not None and self.auth.token_file is not None:
             raise ValueError("set auth.token or auth.token_file, not both")
+        if self.auth.protect_streams and self.auth.token is None and self.auth.token_file is None:
+            raise ValueError("auth.protect_streams needs auth.token or auth.token_file: without a token nothing "
+                             "can be protected")
         if (self.rtsp.width is None) != (self.rtsp.height is None):
             raise ValueError("rtsp.width and rtsp.height must be set together (or both left out)")
         ports: dict[int, str] = {}
@@ -387,6 +393,14 @@ def _line_index(text: str) -> dict[tuple[str, ...], str]:
     return lines
 
 
+SECRET_KEYS = ("token", "password")
+
+
+def _secret(path: tuple[str, ...]) -> bool:
+    """A key whose value is never shown back (in errors, check-config, logs)."""
+    return any(p in SECRET_KEYS for p in path)
+
+
 def _format_errors(err: ValidationError, origin: str, lines: Mapping[tuple[str, ...], str]) -> str:
     msgs = []
     for e in err.errors():
@@ -400,7 +414,7 @@ def _format_errors(err: ValidationError, origin: str, lines: Mapping[tuple[str, 
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key; check the spelling against config/cuecast.example.yaml"
-        elif "input" in e and e["type"] not in ("missing",):
+        elif "input" in e and e["type"] not in ("missing",) and not _secret(path):
             msg = f"{msg} (got {e['input']!r})"
         msgs.append(f"  {key}{where}: {msg}")
     return f"invalid configuration in {origin}:\n" + "\n".join(msgs)

@@ -85,6 +85,7 @@ class GStreamerFrameConsumer:
         self._stop.set()
         thread.join(timeout=5)
         with self._cond:
+            self._release_lent()  # a copy=False view is valid until the next call or until stop()
             self._cond.notify_all()
 
     def __enter__(self) -> GStreamerFrameConsumer:
@@ -102,8 +103,8 @@ class GStreamerFrameConsumer:
 
         Without a timeout: the newest frame at once, or None if none arrived yet. With a timeout: wait up
         to `timeout` seconds for a frame newer than the one last returned; None if none came. `copy=False`
-        returns a read-only view of the shared memory itself, valid until the next get_frame/read call (for
-        backends that work in place); the default is a copy the caller owns.
+        returns a read-only view of the shared memory itself, valid until the next get_frame/read call or
+        stop() (for backends that work in place); the default is a copy the caller owns.
         """
         got = self.read(timeout, copy=copy)
         return None if got is None else got[0]
@@ -209,8 +210,11 @@ class GStreamerFrameConsumer:
                     log.info("producer at %s went away; reconnecting", self.socket_path)
                     break
             self.connected = False
-            self._drop_held()
+            # Stop the pipeline first, then let go of its frames: a frame delivered in between would keep the
+            # shared-memory connection open and unread (a held buffer keeps shmsrc's pipe alive), and the
+            # producer would fill its area with frames for a reader that is gone.
             pipeline.set_state(Gst.State.NULL)
+            self._drop_held()
             self._remember_failure()
             if not self._stop.is_set():
                 self._stop.wait(self.reconnect_interval)

@@ -321,6 +321,13 @@ class OutputPipeline:
         now = clock.get_time() if clock else 0
         if wall_ns is None:
             wall_ns = time.time_ns() - (time.monotonic_ns() - capture_ns)
+        out.dts = Gst.CLOCK_TIME_NONE
+        out.duration = Gst.SECOND // self.fps
+        out.offset_end = capture_ns
+        if placeholder:
+            out.mini_object.flags |= FLAG_PLACEHOLDER
+        # One frame at a time: the source's and the placeholder's threads must not interleave between
+        # numbering a frame and queueing it, or frames would leave out of order.
         with self._lock:
             pts = max(now - pipeline.get_base_time(), self._last_pts + 1)
             self._last_pts = pts
@@ -330,14 +337,9 @@ class OutputPipeline:
             while len(self._meta) > META_HISTORY:
                 self._meta.popitem(last=False)
             self.frames_in += 1
-        out.pts = pts
-        out.dts = Gst.CLOCK_TIME_NONE
-        out.duration = Gst.SECOND // self.fps
-        out.offset = meta.seq
-        out.offset_end = capture_ns
-        if placeholder:
-            out.mini_object.flags |= FLAG_PLACEHOLDER
-        appsrc.emit("push-buffer", out)
+            out.pts = pts
+            out.offset = meta.seq
+            appsrc.emit("push-buffer", out)
 
     def frame_meta(self, buf: Gst.Buffer) -> FrameMeta | None:
         """Metadata of a frame, found by its PTS (unique per frame, kept by scalers and encoders)."""

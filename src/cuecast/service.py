@@ -174,7 +174,7 @@ class Service:
             raise StartupError(f"output pipeline failed to start: {e}") from None
         if cfg.rtsp.enabled:
             self.rtsp = RtspServer(cfg.rtsp.bind, cfg.rtsp.port, cfg.rtsp.mount, self.h264_hub,
-                                   cfg.rtsp.session_timeout, {u.name: u.password for u in cfg.rtsp.users})
+                                   cfg.rtsp.session_timeout, rtsp_users(cfg))
             try:
                 self.rtsp.start()
             except RtspError as e:
@@ -454,3 +454,17 @@ class Service:
                     out["outputs"][name]["fps_target"] = rates["fps_target"]
         return out
 
+
+
+RTSP_TOKEN_USER = "cuecast"
+
+
+def rtsp_users(cfg: Config) -> dict[str, str]:
+    """RTSP logins: rtsp.users, and with auth.protect_streams the token as the password of user `cuecast`
+    (the streams are protected on every port, RTSP included)."""
+    users = {u.name: u.password for u in cfg.rtsp.users}
+    if cfg.auth.protect_streams:
+        token = cfg.auth.resolved_token()
+        if token:
+            users.setdefault(RTSP_TOKEN_USER, token)
+    return users

@@ -34,8 +34,9 @@ def browser() -> Iterator[Browser]:
 
 
 def start(tmp_path: Path, env: dict[str, str], name: str) -> ServiceProcess:
-    svc = ServiceProcess(["--source", "test:ball", "--width", "1280", "--height", "720",
-                          "--shm-socket", str(tmp_path / "sock")], tmp_path / f"{name}.log", env=env)
+    # The defaults: 1920x1080@30, the demo source with its lens corrected, as `make run` serves it.
+    svc = ServiceProcess(["--source", "demo", "--shm-socket", str(tmp_path / "sock")], tmp_path / f"{name}.log",
+                         env=env)
     wait_http(f"http://127.0.0.1:{env['CUECAST_HTTP__PORT']}/healthz")
     return svc
 
@@ -52,6 +53,7 @@ def test_viewer_shows_live_picture_and_sends_controls(tmp_path: Path, browser: B
         second = browser.wait_for(SAMPLE_JS)
         assert first != second, "the picture did not change over 1 s"
         assert browser.wait_for("document.getElementById('badge').textContent.startsWith('live')")
+        assert browser.eval("document.getElementById('stream').naturalWidth") == 1280  # the medium stream
         # Stats come from /api/status.
         assert browser.wait_for("document.querySelector('#stats').textContent.includes('playing')")
         browser.screenshot(ARTIFACTS / "viewer-desktop.png")

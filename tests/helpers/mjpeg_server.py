@@ -17,6 +17,8 @@ class MjpegCamera:
 
     def __init__(self, width: int = 640, height: int = 480, fps: int = 30, port: int = 0) -> None:
         self.width, self.height, self.fps = width, height, fps
+        # "up": MJPEG; "booting": 503 with an HTML page; "login": 200 with an HTML page (streams end at once)
+        self.mode = "up"
         self._stop = threading.Event()
         camera = self
 
@@ -25,6 +27,14 @@ class MjpegCamera:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                if camera.mode != "up":  # booting: an error page, as real IP cameras answer meanwhile
+                    page = b"<html><body><h1>Camera is starting</h1></body></html>"
+                    self.send_response(503 if camera.mode == "booting" else 200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
                 self.send_header("Cache-Control", "no-cache")
@@ -32,7 +42,7 @@ class MjpegCamera:
                 n = 0
                 next_t = time.monotonic()
                 try:
-                    while not camera._stop.is_set():
+                    while not camera._stop.is_set() and camera.mode == "up":
                         jpg = camera.frame(n)
                         self.wfile.write(
                             f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n\r\n".encode()

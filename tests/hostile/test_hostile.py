@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from cuecast.consumer import GStreamerFrameConsumer
@@ -32,10 +31,11 @@ class Svc:
         wait_http(f"{self.api}/healthz")
 
     def fds(self) -> int:
-        return psutil.Process(self.proc.pid).num_fds()
+        """Open file descriptors of the process serving HTTP (the streaming process)."""
+        return self.proc.child("streaming").num_fds()
 
     def rss_mib(self) -> float:
-        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
+        return self.proc.child("streaming").memory_info().rss / 2**20
 
     def status(self) -> dict:
         return httpx.get(f"{self.api}/api/status", timeout=5).json()
@@ -249,7 +249,19 @@ def test_tokens_guard_changes_and_streams(tmp_path: Path) -> None:
         assert httpx.get(f"{medium}/snapshot.jpg", headers={"authorization": f"Bearer {token}"},
                          timeout=10).status_code == 200
         assert httpx.get(f"{api}/healthz", timeout=5).status_code == 200
-        assert token not in httpx.get(f"{api}/api/status", timeout=5).text
+        # What describes the streams is protected with them; the token is never shown.
+        assert httpx.get(f"{api}/api/status", timeout=5).status_code == 401
+        assert httpx.get(f"{api}/metrics", timeout=5).status_code == 401
+        st = httpx.get(f"{api}/api/status", headers={"authorization": f"Bearer {token}"}, timeout=5)
+        assert st.status_code == 200 and token not in st.text
+        # RTSP too: the token is the password of user cuecast; without it, 401.
+        url = f"rtsp://127.0.0.1:{s.ports['rtsp']}/high"
+        probe = ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name", "-of", "csv"]
+        refused = subprocess.run([*probe, url], capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+        ok = subprocess.run([*probe, url.replace("rtsp://", f"rtsp://cuecast:{token}@")], capture_output=True,
+                            text=True, timeout=30)
+        assert ok.returncode == 0 and "h264" in ok.stdout, ok.stderr
         assert token not in s.proc.log()
         r = run_cli("check-config", env={"CUECAST_AUTH__TOKEN": token})
         assert token not in r.stdout and "***" in r.stdout
@@ -332,3 +344,81 @@ def test_api_fuzzing_with_schemathesis(svc: Svc, tmp_path: Path) -> None:
                                 "PYTHONPATH": str(Path(__file__).parents[2])})
         assert r.returncode == 0, r.stdout[-4000:]
     assert svc.proc.proc.poll() is None
+
+
+def test_a_rejected_token_is_never_echoed(tmp_path: Path) -> None:
+    """A token refused by the config (too short) is named by its key, never printed back."""
+    secret = "hunter2-secret"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"auth:\n  token: {secret}\n")
+    r = run_cli("check-config", str(cfg))
+    assert r.returncode == 2 and "auth.token" in r.stderr and secret not in r.stderr + r.stdout
+    r = run_cli("serve", "--config", str(cfg), timeout=30)
+    assert r.returncode == 2 and "auth.token" in r.stderr and secret not in r.stderr + r.stdout
+    cfg.write_text("auth:\n  protect_streams: true\n")
+    r = run_cli("check-config", str(cfg))
+    assert r.returncode == 2 and "auth.protect_streams needs auth.token" in r.stderr
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    (b'{"brightness": 1e999}', 422, "finite"),
+    (b'{"brightness": -1e400}', 422, "finite"),
+    (b'{"brightness": NaN}', 422, "finite"),
+    (b'{"contrast": Infinity}', 422, "finite"),
+    (b'{"brightness": 1e308}', 422, "less than or equal"),
+    (b'{"brightness": 0.1, "brightness": 0.2}', 400, "duplicate key 'brightness'"),
+    (b"[" * 2000 + b"]" * 2000, 400, "nested 2000 levels"),
+    (b'{"brightness": {"a": {"b": [1, 2, {"c": 3}]}}}', 422, "brightness"),
+    (b"\xff\xfe not json", 422, ""),
+])
+def test_hostile_json_bodies_get_4xx_naming_the_problem(svc: Svc, body: bytes, status: int, words: str) -> None:
+    """Non-finite numbers, huge exponents, deep nesting and duplicate keys: a 4xx that says what is wrong
+    (the field, for a bad number), never a 500; the controls are unchanged."""
+    before = httpx.get(f"{svc.api}/api/controls", timeout=5).json()
+    r = httpx.put(f"{svc.api}/api/controls", content=body, headers={"content-type": "application/json"}, timeout=5)
+    assert r.status_code == status, r.text
+    assert words in r.text
+    if status == 422 and words == "finite":
+        assert r.json()["detail"][0]["loc"][-1] in ("brightness", "contrast"), r.text
+    assert httpx.get(f"{svc.api}/api/controls", timeout=5).json() == before
+
+
+def test_wrong_content_types_on_every_endpoint_with_a_body(svc: Svc) -> None:
+    """Every endpoint that takes a body refuses another content type with 415 naming the one it wants."""
+    spec = httpx.get(f"{svc.api}/openapi.json", timeout=5).json()
+    tried = 0
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            wanted = list((op.get("requestBody") or {}).get("content", {}))
+            if not wanted:
+                continue
+            url = svc.api + path.replace("{session}", "x")
+            for ctype, body in (("text/plain", b"hello"), ("application/x-www-form-urlencoded", b"a=1"),
+                                ("application/json" if "application/json" not in wanted else "text/csv", b"{}")):
+                r = httpx.request(method.upper(), url, content=body, headers={"content-type": ctype}, timeout=10)
+                assert r.status_code == 415, (method, path, ctype, r.status_code, r.text)
+                assert any(w in r.text for w in wanted), r.text
+                tried += 1
+    assert tried >= 6
+
+
+def test_dns_rebinding_cannot_change_settings(tmp_path: Path) -> None:
+    """A page on another site whose name now points at 127.0.0.1 (DNS rebinding) sends Host/Origin of that
+    site: its changes are refused (403 naming http.allowed_hosts); the box's own names work, and so does a
+    name the config allows."""
+    s = Svc(tmp_path, CUECAST_HTTP__ALLOWED_HOSTS="[table1.club.example]")
+    try:
+        port = s.ports["api"]
+        url = f"{s.api}/api/controls"
+        body = {"contrast": 1.1}
+        for headers in ({"host": f"evil.example:{port}"},
+                        {"host": f"127.0.0.1:{port}", "origin": f"http://evil.example:{port}"}):
+            r = httpx.put(url, json=body, headers=headers, timeout=5)
+            assert r.status_code == 403 and "http.allowed_hosts" in r.text, r.text
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"table1.club.example:{port}"):
+            r = httpx.put(url, json=body, headers={"host": host, "origin": f"http://{host}"}, timeout=5)
+            assert r.status_code == 200, (host, r.text)
+        # Viewing is not a change: the viewer page and its streams load from any name.
+        assert httpx.get(f"{s.api}/", headers={"host": f"evil.example:{port}"}, timeout=5).status_code == 200
+    finally:
+        s.proc.close()

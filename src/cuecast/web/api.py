@@ -219,6 +219,8 @@ def _finite(value: Any) -> Any:
         return str(value)
     if isinstance(value, BaseException):
         return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -272,17 +274,17 @@ class _StatusCollector:
         clients = GaugeMetricFamily("cuecast_output_clients", "Connected clients", labels=["output"])
         fps = GaugeMetricFamily("cuecast_output_fps", "Frames per second sent", labels=["output"])
         sent = CounterMetricFamily("cuecast_output_frames_sent", "Frames sent to clients", labels=["output"])
-        dropped = CounterMetricFamily("cuecast_output_frames_dropped", "Frames skipped for slow clients",
-                                      labels=["output"])
+        dropped = CounterMetricFamily("cuecast_output_frames_dropped", "Frames a consumer did not get (slow "
+                                      "clients, a full shared area, waiting for a key frame)", labels=["output"])
         nbytes = CounterMetricFamily("cuecast_output_bytes_sent", "Bytes sent to clients", labels=["output"])
-        for name, o in st["outputs"].items():
-            if not o.get("enabled"):
+        for name, o in st["outputs"].items():  # every output has these fields (service.output_entry)
+            if not o["enabled"]:
                 continue
-            clients.add_metric([name], o.get("clients", 0))
-            fps.add_metric([name], o.get("fps", 0.0))
-            sent.add_metric([name], o.get("frames_sent", 0))
-            dropped.add_metric([name], o.get("frames_dropped_slow_clients", 0))
-            nbytes.add_metric([name], o.get("bytes_sent", 0))
+            clients.add_metric([name], o["clients"])
+            fps.add_metric([name], o["fps"])
+            sent.add_metric([name], o["frames_sent"])
+            dropped.add_metric([name], o["frames_dropped"])
+            nbytes.add_metric([name], o["bytes_sent"])
         yield from (clients, fps, sent, dropped, nbytes)
         degr = st.get("degradation") or {}
         yield GaugeMetricFamily("cuecast_degrading", "1 while outputs run below their configured rate",

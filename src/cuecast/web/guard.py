@@ -1,9 +1,11 @@
 """HTTP guard for every server of the service (API and MJPEG ports): who may do what, and how much.
 
 Owns, as one ASGI middleware: bearer-token checks (constant-time, never logged) for state-changing requests
-and, with auth.protect_streams, for streams, snapshots and WebRTC (WHEP) sessions (`Authorization: Bearer`
-or `?token=` for <img> tags); loopback-only changes when no token is configured; limits on open requests in total and
-per client address (503), on header size (431) and query length (414). Idle keep-alive limits are uvicorn's.
+and, with auth.protect_streams, for streams, snapshots, WebRTC (WHEP) sessions and the status that
+describes them (`Authorization: Bearer` or `?token=` for <img> tags); loopback-only changes when no token is
+configured; DNS-rebinding protection (a change must name this box in Host, and Origin when sent); limits on
+open requests in total and per client address (503), on header size (431) and query length (414). Idle
+keep-alive limits are uvicorn's.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import socket
 from collections import Counter
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
+import psutil
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cuecast.web.mjpeg_http import send_text
@@ -21,10 +25,29 @@ from cuecast.web.mjpeg_http import send_text
 log = logging.getLogger(__name__)
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
-STREAM_PATHS = ("/stream/", "/snapshot.jpg")
+STREAM_PATHS = ("/stream/", "/snapshot.jpg", "/api/status", "/metrics")
 WHEP_PATH = "/whep/"  # WebRTC playback: POST/DELETE here start and end *viewing*, they change nothing
 OPEN_PATHS = {"/healthz"}
 MAX_HEADER_BYTES = 16 * 1024
+
+
+def own_names(extra: list[str]) -> set[str]:
+    """The names and addresses this box answers to: loopback, its hostname, every interface's address, and
+    http.allowed_hosts."""
+    names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower(), socket.getfqdn().lower()}
+    for entries in psutil.net_if_addrs().values():
+        for a in entries:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                names.add(a.address.split("%")[0].lower())
+    names.update(h.lower() for h in extra)
+    return names
+
+
+def host_of(value: str) -> str:
+    """The host part of a Host header or an Origin ("[::1]:8000" -> "::1", "http://x:8000" -> "x")."""
+    if "://" in value:
+        return (urlsplit(value).hostname or "").lower()
+    return (urlsplit(f"//{value}").hostname or "").lower()
 
 
 def is_loopback(host: str | None) -> bool:
@@ -36,7 +59,8 @@ def is_loopback(host: str | None) -> bool:
 
 class Guard:
     def __init__(self, app: ASGIApp, *, token: str | None, protect_streams: bool, stream_server: bool,
-                 max_connections: int, max_per_ip: int, max_query_bytes: int) -> None:
+                 max_connections: int, max_per_ip: int, max_query_bytes: int,
+                 allowed_hosts: list[str] | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.protect_streams = protect_streams
@@ -44,8 +68,23 @@ class Guard:
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
         self.max_query_bytes = max_query_bytes
+        self.allowed_hosts = allowed_hosts or []
         self.open: Counter[str] = Counter()
         self.refused = 0
+
+    def _foreign_page(self, scope: Scope) -> str | None:
+        """For a change: the Host or Origin naming another site (a page that rebound its DNS to this box), or
+        None when both name this box."""
+        headers = dict(scope.get("headers", []))
+        names = own_names(self.allowed_hosts)
+        for key in (b"host", b"origin"):
+            value = headers.get(key)
+            if value is None or (key == b"origin" and value == b"null"):
+                continue
+            text = value.decode("latin-1")
+            if host_of(text) not in names:
+                return f"{key.decode().capitalize()} {text}"
+        return None
 
     def _token_ok(self, scope: Scope) -> bool:
         if self.token is None:
@@ -85,6 +124,11 @@ class Guard:
                                  (b"access-control-allow-origin", b"*")])
                 return
         elif method in STATE_CHANGING:
+            foreign = self._foreign_page(scope)
+            if foreign is not None:
+                await send_text(send, 403, f"changes are refused from other sites ({foreign} is not this box); "
+                                           "add the name to http.allowed_hosts if it is")
+                return
             if self.token is None and not is_loopback(ip):
                 await send_text(send, 403, "changes are accepted from this machine only; set auth.token to allow "
                                            "them over the network")

@@ -133,7 +133,7 @@ def _listeners(cfg: Config, service: Service, token: str | None) -> list[tuple[s
     def guarded(app: object, stream_server: bool) -> Guard:
         return Guard(app, token=token, protect_streams=cfg.auth.protect_streams, stream_server=stream_server,
                      max_connections=cfg.http.max_connections, max_per_ip=cfg.http.max_connections_per_ip,
-                     max_query_bytes=cfg.http.max_query_bytes)
+                     max_query_bytes=cfg.http.max_query_bytes, allowed_hosts=cfg.http.allowed_hosts)
 
     out: list[tuple[str, socket.socket, object]] = []
     if cfg.http.enabled:
