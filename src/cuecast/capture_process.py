@@ -248,8 +248,10 @@ class CaptureService:
     # -- status -----------------------------------------------------------------------------------------
 
     def healthy(self) -> bool:
+        """Real frames flow from the camera (not a NO SIGNAL placeholder)."""
         last = self.last_real_mono
-        return last is not None and time.monotonic() - last < HEALTHY_FRAME_AGE_S
+        lost = self.feeder is not None and self.feeder.signal_lost_mono is not None
+        return not lost and last is not None and time.monotonic() - last < HEALTHY_FRAME_AGE_S
 
     def status(self) -> dict[str, Any]:
         source: dict[str, Any] | None = None

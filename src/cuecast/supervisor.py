@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0  # a first start on a slow box (imports, maps, encoder probe)
 HEARTBEAT_TIMEOUT_S = 10.0  # a ready worker silent this long is stuck: it is killed and started again
-STOP_GRACE_S = 1.5  # SIGTERM -> SIGKILL
+STOP_GRACE_S = 1.2  # SIGTERM -> SIGKILL for the streaming process (half of it for the capture process)
 FAILURES_WINDOW_S = 60.0
 MAX_FAILURES = 5  # unexpected exits within the window before the whole service gives up (systemd restarts it)
 RESTART_DELAYS_S = (0.0, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -326,18 +326,17 @@ class Supervisor:
         self._hup = True
 
     def _stop_all(self) -> None:
-        for w in self.workers:
+        """The streaming process first (it would only see the ring vanish), then the capture process."""
+        order = sorted(self.workers, key=lambda w: w.role != "streaming")
+        for w in order:
             w.signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for w in self.workers:
-            if w.proc is None:
-                continue
-            try:
-                w.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.error("%s process did not stop within %.1f s: killing it", w.role, STOP_GRACE_S)
-                w.proc.kill()
-                w.proc.wait()
+            if w.proc is not None:
+                try:
+                    w.proc.wait(STOP_GRACE_S if w.role == "streaming" else STOP_GRACE_S / 2)
+                except subprocess.TimeoutExpired:
+                    log.error("%s process did not stop in time: killing it", w.role)
+                    w.proc.kill()
+                    w.proc.wait()
             w.close_pipe()
 
 

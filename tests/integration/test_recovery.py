@@ -120,11 +120,11 @@ def test_a_booting_ip_camera_is_back_within_2s_every_time(tmp_path: Path) -> Non
         assert all(t is not None and t <= RETURN_WITHIN_S for t in times), (times, svc.log())
         assert reader.is_alive() and svc.proc.poll() is None
         reader.close()
+        svc.terminate()
+        log = svc.log()
     finally:
         cam.stop()
-        svc.terminate()
         svc.close()
-    log = svc.log()
     assert "ASGI callable returned without completing response" not in log, log
     assert "generically" not in log  # an error page never switched the source to another kind
 
