@@ -27,13 +27,17 @@ from cuecast import __version__, native
 from cuecast.child import Heartbeat, Runtime, die_with_supervisor, runtime_from_env, set_priority
 from cuecast.config import Config, ConfigError, ControlsConfig, load_config, reload_plan
 from cuecast.control import ControlError, ControlServer
+from cuecast.fisheye.maps import Maps, build_maps
 from cuecast.fisheye.model import CalibrationError, load_model
-from cuecast.frame import FrameInfo
+from cuecast.frame import FrameInfo, Geometry
 from cuecast.gst import GLib, Gst
 from cuecast.outputs.shm import PRIVATE_MODE, ShmError, ShmOutput
-from cuecast.pipeline import FisheyeSetup, OutputPipeline
+from cuecast.pipeline import FisheyeSetup, OutputPipeline, View
 from cuecast.placeholder import NoSignalFeeder
 from cuecast.sources import SourceError, SourceSpec, check_source, parse_source
+from cuecast.table import TableError, TableGeometry, TableView, resolve, view_of
+from cuecast.table.detect import drift
+from cuecast.table.maps import table_maps
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,39 @@ RING_BUFFERS = 4
 HEALTHY_FRAME_AGE_S = 2.0
 # How long a file source gets to show it can be decoded before the start counts as failed.
 FIRST_RESULT_TIMEOUT_S = 10.0
+GRAB_TIMEOUT_S = 3.0
+DRIFT_SCALE = 0.5  # the drift check measures the cushion lines on a downscaled frame
+
+
+class GrabOutput:
+    """Branch: one camera-view frame now and then (calibration snapshots, the drift check); closed otherwise."""
+
+    name = "grab"
+    queued = True
+    view = "camera"
+
+    def __init__(self) -> None:
+        self.wanted = 0
+        self._sink: Gst.Element | None = None
+
+    def fragment(self) -> str:
+        return "appsink name=grab_sink emit-signals=false max-buffers=1 drop=true sync=false async=false"
+
+    def attach(self, pipeline: Gst.Pipeline, frames: OutputPipeline) -> None:
+        self._sink = pipeline.get_by_name("grab_sink")
+
+    def started(self) -> None:
+        pass
+
+    def stopped(self) -> None:
+        self._sink = None
+
+    def active(self) -> bool:
+        return self.wanted > 0
+
+    def pull(self, timeout: float) -> Gst.Sample | None:
+        sink = self._sink
+        return sink.emit("try-pull-sample", int(timeout * Gst.SECOND)) if sink is not None else None
 
 
 class StartupError(Exception):
@@ -70,6 +107,13 @@ class CaptureService:
         self.feeder: NoSignalFeeder | None = None
         self.control = ControlServer(runtime.control, self.handle)
         self.ring_demand = False
+        self.grab = GrabOutput()
+        self._grab_lock = threading.Lock()
+        self.table: TableGeometry | None = None
+        self.table_source = ""
+        self.drift: dict[str, Any] = {"checked": False}
+        self._drift_stop = threading.Event()
+        self._drift_thread: threading.Thread | None = None
         self.priority = ""
         self.started_mono = time.monotonic()
         self.last_real_mono: float | None = None
@@ -100,21 +144,38 @@ class CaptureService:
             log.info("no camera at /dev/video0: streaming the built-in demo source (set source.uri to choose)")
         self.spec = spec
         w, h, fps = cfg.source.width, cfg.source.height, cfg.source.fps
-        branches = []
+        self.fisheye = self._fisheye_setup(spec)
+        fc = cfg.fisheye
+        camera_maps = (build_maps(self.fisheye.model, w, h, chroma=True, balance=fc.balance, fov_scale=fc.fov_scale)
+                       if self.fisheye else None)
+        try:
+            self.table, self.table_source = resolve(cfg, spec.kind)
+        except TableError as e:
+            raise StartupError(f"table.calibration: {e}") from None
+        if self.table is None and cfg.shm.enabled and cfg.shm.view == "table":
+            raise StartupError("shm.view is table but there is no table calibration: run `cuecast calibrate table` "
+                               "and set table.calibration")
+        views = {"camera": View("camera", camera_maps, switchable=True, enabled=fc.enabled)}
+        if self.table is not None and cfg.shm.enabled and cfg.shm.view == "table":
+            views["table"] = View("table", self._table_maps(self.table))
+        branches: list = []
         if cfg.shm.enabled:
-            sw, sh = cfg.shm_size
-            self.shm = ShmOutput(cfg.shm.socket, sw, sh, fps, cfg.shm.buffers, cfg.shm.group, source_size=(w, h))
+            view_size = views[cfg.shm.view].size or (w, h)
+            sw, sh = (cfg.shm.width, cfg.shm.height) if cfg.shm.width and cfg.shm.height else view_size
+            self.shm = ShmOutput(cfg.shm.socket, sw, sh, fps, cfg.shm.buffers, cfg.shm.group, source_size=view_size,
+                                 view=cfg.shm.view, geometry=self._geometry(cfg.shm.view))
             branches.append(self.shm)
         self.ring = ShmOutput(self.runtime.ring, w, h, fps, RING_BUFFERS, name="ring", fmt="I420", queued=True,
                               mode=PRIVATE_MODE, wanted=lambda: self.ring_demand)
-        branches.append(self.ring)
+        branches += [self.ring, self.grab]
         try:
-            for out in branches:
-                out.prepare()
+            for out in (self.shm, self.ring):
+                if out is not None:
+                    out.prepare()
         except ShmError as e:
             raise StartupError(str(e)) from None
-        self.fisheye = self._fisheye_setup(spec)
-        self.pipeline = OutputPipeline(w, h, fps, branches, cfg.controls, self.fisheye, entry_valve=True)
+        order = sorted(views.values(), key=lambda v: v.name != cfg.shm.view)  # the backend's view renders first
+        self.pipeline = OutputPipeline(w, h, fps, branches, cfg.controls, order, entry_valve=True)
         self._started = True
         self.started_mono = time.monotonic()
         self._loop_thread = threading.Thread(target=self.loop.run, name="glib", daemon=True)
@@ -131,6 +192,9 @@ class CaptureService:
         self.feeder = NoSignalFeeder(w, h, fps, spec.describe(), self._last_real, self._push_placeholder)
         self.feeder.start()
         self.control.start()
+        if self.table is not None:
+            self._drift_thread = threading.Thread(target=self._drift_loop, name="table-drift", daemon=True)
+            self._drift_thread.start()
         log.info("capture %s started (pid %d), source %s, %s", __version__, os.getpid(), spec.describe(),
                  self.priority or "default priority")
 
@@ -153,10 +217,105 @@ class CaptureService:
         log.info("fisheye correction %s with %s", "on" if fc.enabled else "available (off)", source)
         return FisheyeSetup(model, source, fc.balance, fc.fov_scale, fc.enabled)
 
+    def _table_view(self, table: TableGeometry) -> TableView:
+        return view_of(self.cfg, table)
+
+    def _table_maps(self, table: TableGeometry) -> Maps:
+        """The table view straight from the raw frame: the correction and the table's homography in one map."""
+        fe = self.fisheye
+        P = None
+        if fe is not None:
+            from cuecast.fisheye.maps import output_matrix
+
+            P = output_matrix(fe.model.scaled_to(self.cfg.source.width, self.cfg.source.height), fe.balance,
+                              fe.fov_scale)
+        return table_maps(self._table_view(table), (self.cfg.source.width, self.cfg.source.height),
+                          fe.model if fe else None, P)
+
+    def _geometry(self, view: str) -> Geometry:
+        """The trailer's geometry for the backend's frames in `view`."""
+        if self.table is None:
+            return Geometry(view)
+        return self._table_view(self.table).frame_geometry(view)
+
+    def set_table(self, table: TableGeometry) -> None:
+        """A new table calibration, live: the backend's table view and its millimetre mapping follow."""
+        table = table.scaled_to(self.cfg.source.width, self.cfg.source.height)
+        self.table, self.table_source = table, "set over the API"
+        p = self.pipeline
+        if p is not None and p.view("table") is not None:
+            p.set_view_maps("table", self._table_maps(table))
+        if self.shm is not None:
+            self.shm.set_geometry(self._geometry(self.shm.view))
+        self.drift = {"checked": False}
+        log.info("table geometry set: corners %s, %gx%g mm", [tuple(round(v, 1) for v in c) for c in table.corners],
+                 *table.size_mm)
+
+    def grab_bgr(self, timeout: float = GRAB_TIMEOUT_S) -> Any:
+        """One corrected camera-view frame as BGR (numpy), or None."""
+        import cv2
+        import numpy as np
+
+        with self._grab_lock:
+            self.grab.wanted += 1
+            try:
+                if self.pipeline is not None:
+                    self.pipeline.refresh_demand()
+                sample = self.grab.pull(timeout)
+            finally:
+                self.grab.wanted -= 1
+                if self.pipeline is not None:
+                    self.pipeline.refresh_demand()
+        if sample is None:
+            return None
+        buf = sample.get_buffer()
+        s = sample.get_caps().get_structure(0)
+        w, h = s.get_int("width")[1], s.get_int("height")[1]
+        ok, mi = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            return None
+        try:
+            yuv = np.frombuffer(mi.data, np.uint8, count=w * h * 3 // 2).reshape(h * 3 // 2, w)
+            return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+        finally:
+            buf.unmap(mi)
+
+    def _drift_loop(self) -> None:
+        """About once a minute: are the cushion lines still where the calibration says? Never changes it."""
+        import cv2
+
+        interval = self.cfg.table.drift_interval
+        while not self._drift_stop.wait(interval):
+            table = self.table
+            if table is None or (self.fisheye is not None and not self.cfg.fisheye.enabled) or not self.healthy():
+                continue
+            frame = self.grab_bgr()
+            if frame is None:
+                continue
+            small = cv2.resize(frame, None, fx=DRIFT_SCALE, fy=DRIFT_SCALE, interpolation=cv2.INTER_AREA)
+            corners = tuple(((x + 0.5) * DRIFT_SCALE - 0.5, (y + 0.5) * DRIFT_SCALE - 0.5) for x, y in table.corners)
+            try:
+                moved = drift(small, corners) / DRIFT_SCALE
+            except TableError as e:
+                moved = float("inf")
+                log.debug("drift check: %s", e)
+            limit = self.cfg.table.drift_px
+            was_ok = self.drift.get("ok", True)
+            ok = moved <= limit
+            self.drift = {"checked": True, "px": None if moved == float("inf") else round(moved, 1), "limit_px": limit,
+                          "ok": ok, "at": time.time()}
+            if was_ok and not ok:
+                log.warning("the table moved in the picture: %s (table.drift_px %g): the camera may have been bumped; "
+                            "calibrate the table again (`cuecast calibrate table`)",
+                            "its outline was not found" if moved == float("inf") else f"{moved:.1f} px", limit)
+            elif ok and not was_ok:
+                log.info("the table is back where the calibration says (%.1f px)", moved)
+
     def stop(self) -> None:
         if not self._started:
             return
         self._started = False
+        self._drift_stop.set()
         self.control.stop()
         if self.feeder is not None:
             self.feeder.stop()
@@ -208,6 +367,25 @@ class CaptureService:
                 raise ControlError(f"invalid controls: {e}") from None
             self.set_controls(controls)
             return controls.model_dump()
+        if op == "table":
+            from cuecast.table.model import table_from_dict
+
+            try:
+                self.set_table(table_from_dict(args, "table"))
+            except TableError as e:
+                raise ControlError(str(e)) from None
+            return self.table_status()
+        if op == "snapshot":
+            import cv2
+
+            frame = self.grab_bgr()
+            if frame is None:
+                raise ControlError("no frame from the camera right now")
+            path = self.runtime.path / "snapshot.png"
+            tmp = self.runtime.path / ".snapshot.png"
+            cv2.imwrite(str(tmp), frame)
+            tmp.replace(path)
+            return {"path": str(path), "width": int(frame.shape[1]), "height": int(frame.shape[0])}
         if op == "fisheye":
             enabled = bool(args.get("enabled"))
             if self.pipeline is None or not self.pipeline.set_fisheye_enabled(enabled):
@@ -285,7 +463,17 @@ class CaptureService:
             "shm": {"enabled": True, **self.shm.stats()} if self.shm else {"enabled": False},
             "ring": {"demand": self.ring_demand, **self.ring.stats()} if self.ring else None,
             "controls": self.cfg.controls.model_dump(),
+            "table": self.table_status(),
         }
+
+    def table_status(self) -> dict[str, Any]:
+        t = self.table
+        if t is None:
+            return {"calibrated": False}
+        view = self._table_view(t)
+        return {"calibrated": True, "source": self.table_source, "corners": [list(c) for c in t.corners],
+                "size_mm": list(t.size_mm), "image_size": list(t.image_size), "px_per_mm": view.px_per_mm,
+                "margin_mm": view.margin_mm, "view_size": list(view.size), "drift": self.drift}
 
 
 def reload(service: CaptureService) -> None:

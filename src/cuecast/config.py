@@ -71,10 +71,15 @@ class SourceConfig(_Model):
         return v
 
 
+View = Literal["camera", "table"]
+VIEW_HELP = "camera: the corrected camera picture; table: the playing surface top-down (needs table.calibration)"
+
+
 class ShmConfig(_Model):
     """Raw BGR frames in shared memory for the vision backend."""
 
     enabled: bool = True
+    view: View = Field("camera", description=VIEW_HELP)
     socket: Path = Path("/tmp/camera-backend")
     width: int | None = Field(None, ge=64, le=7680, description="default: the source width")
     height: int | None = Field(None, ge=48, le=4320, description="default: the source height")
@@ -92,6 +97,17 @@ class FisheyeConfig(_Model):
     enabled: bool = Field(True, description="correct frames; false passes them through", json_schema_extra=LIVE)
 
 
+class TableConfig(_Model):
+    """The table view: the playing surface top-down, in millimetres (`cuecast calibrate table`)."""
+
+    calibration: Path | None = Field(None, description="table.yaml from `cuecast calibrate table` (the demo source "
+                                     "brings its own)")
+    px_per_mm: float = Field(0.75, ge=0.1, le=5.0, description="table view resolution")
+    margin_mm: float = Field(60.0, ge=0.0, le=500.0, description="border around the playing surface in the view")
+    drift_px: float = Field(8.0, ge=1.0, le=200.0, description="warn when the table moved this much in the picture")
+    drift_interval: float = Field(60.0, ge=2.0, le=3600.0, description="seconds between two drift checks")
+
+
 class ControlsConfig(_Model):
     """Picture controls, the videobalance ranges."""
 
@@ -105,6 +121,7 @@ class MjpegStreamConfig(_Model):
     """One MJPEG quality: encoded once per frame, the same bytes to every client."""
 
     enabled: bool = True
+    view: View = Field("camera", description=VIEW_HELP)
     port: int | None = Field(None, ge=1, le=65535, description="its own HTTP port; None: only via the API")
     width: int = Field(1280, ge=64, le=7680)
     height: int = Field(720, ge=48, le=4320)
@@ -136,6 +153,7 @@ class RtspConfig(_Model):
     """H.264 over RTSP from one shared encoder that runs only while someone watches."""
 
     enabled: bool = True
+    view: View = Field("camera", description=VIEW_HELP + " (the one H.264 encoder: RTSP, WebRTC, publishing)")
     bind: str = Field("0.0.0.0", description="127.0.0.1: this machine only; 0.0.0.0: the whole LAN")
     port: int = Field(8554, ge=1, le=65535)
     mount: str = Field("/high", pattern=r"^/[A-Za-z0-9._~/-]*$")
@@ -263,6 +281,7 @@ class Config(_Model):
     shm: ShmConfig = ShmConfig()
     fisheye: FisheyeConfig = FisheyeConfig()
     controls: ControlsConfig = Field(default_factory=ControlsConfig, json_schema_extra=LIVE)
+    table: TableConfig = TableConfig()
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
     mjpeg: MjpegConfig = MjpegConfig()
@@ -302,6 +321,15 @@ class Config(_Model):
         if self.shm.width is not None and self.shm.height is not None:
             return self.shm.width, self.shm.height
         return self.source.width, self.source.height
+
+    def views(self) -> dict[str, str]:
+        """Each output's view: {"shm": "camera", "mjpeg_medium": "table", "h264": ...} (enabled outputs only)."""
+        out = {"shm": self.shm.view} if self.shm.enabled else {}
+        out.update({f"mjpeg_{q}": getattr(self.mjpeg, q).view for q in ("low", "medium", "high")
+                    if getattr(self.mjpeg, q).enabled})
+        if self.h264_wanted:
+            out["h264"] = self.rtsp.view
+        return out
 
     @property
     def h264_wanted(self) -> bool:
@@ -526,6 +554,29 @@ def save_controls(path: Path, controls: ControlsConfig) -> None:
         data["controls"] = section
     for key, value in controls.model_dump().items():
         section[key] = value
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        rt.dump(data, f)
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.replace(tmp, path)
+
+
+def save_table_path(path: Path, table_path: Path) -> None:
+    """Write `table.calibration: TABLE_PATH` into a config file, keeping its comments and everything else."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    data = rt.load(path.read_text()) if path.exists() else None
+    if data is None:
+        data = CommentedMap()
+    section = data.get("table")
+    if not isinstance(section, dict):
+        section = CommentedMap()
+        data["table"] = section
+    section["calibration"] = str(table_path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         rt.dump(data, f)

@@ -1,12 +1,16 @@
-"""The output pipeline: appsrc -> entry gate -> [correction] -> videobalance -> tee -> one branch per output.
+"""The output pipeline: appsrc -> entry gate -> a view each (remap, videobalance, tee) -> a branch per output.
 
 Owns frame bookkeeping (sequence number, capture time and placeholder flag per frame, carried in each
 buffer's offset fields and flags for the native elements, and by PTS for Python branches), the picture controls, the tee
 and the branch contract, and the pipeline's bus (an error restarts the output pipeline). Frames enter from
 the source side (capture.py) through `push`, so a source that fails never takes the outputs down.
 
-Both processes build one: the capture process with the native correction and the shared-memory branches
-(no Python per frame: the entry is a `valve` switched when demand changes), the streaming process with the
+A view is one rendering of the frame: "camera" (the corrected picture) and "table" (the playing surface
+top-down). Each is one native remap pass from the pipeline's input, rendered only while an output in that
+view has a consumer, and shared by all of them. Both processes build one: the capture process from the raw
+camera frame (the correction, and the correction composed with the table's homography), with the shared-
+memory branches and no Python per frame (valves switched when demand changes); the streaming process from
+the corrected ring frames (the camera view as it comes, the table view by the homography alone), with the
 encoders (Python pad probes gate and thin each branch).
 """
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cuecast.config import ControlsConfig
-from cuecast.fisheye.maps import Maps, build_maps, luma_lut, remap_table
+from cuecast.fisheye.maps import Maps, luma_lut, remap_table
 from cuecast.fisheye.model import FisheyeModel
 from cuecast.gst import GLib, Gst, pending_error
 
@@ -44,13 +48,34 @@ FLAG_PLACEHOLDER = int(Gst.BufferFlags.LAST)
 
 @dataclass
 class FisheyeSetup:
-    """What the pipeline needs to put the correction in its slot."""
+    """Where the correction came from, for the status."""
 
     model: FisheyeModel
     source: str  # where the calibration came from (a path, or "built-in demo lens")
     balance: float | None = None
     fov_scale: float | None = None
     enabled: bool = True
+
+
+@dataclass
+class View:
+    """One rendering of the frame, shared by every output in it."""
+
+    name: str  # "camera" | "table"
+    maps: Maps | None = None  # the remap from the pipeline's input; None: frames pass as they come
+    switchable: bool = False  # fisheye.enabled turns this view's remap into a pass-through (the correction)
+    enabled: bool = True
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return self.maps.size if self.maps is not None else None
+
+
+def _names(view: str) -> tuple[str, str, str]:
+    """(remap, balance, tee) element names of a view; the camera view keeps its historical names."""
+    if view == "camera":
+        return "cuecast_fisheye", "cuecast_balance", "cuecast_tee"
+    return f"remap_{view}", f"balance_{view}", f"tee_{view}"
 
 
 @dataclass(frozen=True)
@@ -62,10 +87,11 @@ class FrameMeta:
 
 
 class Branch(Protocol):
-    """An output hanging off the tee."""
+    """An output hanging off its view's tee."""
 
     name: str
     queued: bool  # starts with a leaky queue (its own thread); False: runs in the tee's thread
+    view: str  # the view it shows
 
     def fragment(self) -> str:
         """Elements after the branch head (gst-launch syntax)."""
@@ -151,25 +177,26 @@ class DemandGate:
 class OutputPipeline:
     """The pipeline after the source. `push` from any thread; `start`/`stop` from the control thread.
 
+    `views` in the order their remaps run (the backend's first); every branch's view must be among them.
     `entry_valve`: gate the entry with a valve switched by `refresh_demand()` (no Python per frame) instead
     of a pad probe that asks every branch on every frame."""
 
     def __init__(
         self, width: int, height: int, fps: int, branches: list[Branch], controls: ControlsConfig,
-        fisheye: FisheyeSetup | None = None, *, entry_valve: bool = False, remap_threads: int = 0,
+        views: list[View] | None = None, *, entry_valve: bool = False, remap_threads: int = 0,
     ) -> None:
         self.width, self.height, self.fps = width, height, fps
         self.branches = branches
         self.controls = controls
-        self.fisheye = fisheye
+        self.views = views or [View("camera")]
         self.entry_valve = entry_valve
         self.remap_threads = remap_threads
-        self.maps: Maps | None = None
-        self._fisheye_el: Gst.Element | None = None
+        self._remaps: dict[str, Gst.Element] = {}
+        self._balances: dict[str, Gst.Element] = {}
+        self._view_valves: dict[str, Gst.Element] = {}
         self._pipeline: Gst.Pipeline | None = None
         self._appsrc: Gst.Element | None = None
         self._valve: Gst.Element | None = None
-        self._balance: Gst.Element | None = None
         self._meta: OrderedDict[int, FrameMeta] = OrderedDict()  # by PTS
         self._lock = threading.Lock()  # push() runs on the source's and the placeholder's threads
         self._seq = 0
@@ -182,6 +209,15 @@ class OutputPipeline:
         self.restarts = 0
         self.last_error: str | None = None
 
+    def view(self, name: str) -> View | None:
+        return next((v for v in self.views if v.name == name), None)
+
+    @property
+    def maps(self) -> Maps | None:
+        """The camera view's correction maps (None without a correction)."""
+        v = self.view("camera")
+        return v.maps if v is not None else None
+
     def caps(self) -> str:
         return f"video/x-raw,format=I420,width={self.width},height={self.height},framerate={self.fps}/1"
 
@@ -190,13 +226,17 @@ class OutputPipeline:
                 f"max-buffers=2 leaky-type=downstream caps={self.caps()} ")
         if self.entry_valve:
             head += "! valve name=cuecast_entry drop=true "
-        if self.fisheye:
-            head += f"! cuecastremap name=cuecast_fisheye n-threads={self.remap_threads} "
-        head += "! videobalance name=cuecast_balance ! tee name=cuecast_tee allow-not-linked=true"
+        head += "! tee name=cuecast_views allow-not-linked=true"
         parts = [head]
+        for v in self.views:
+            remap, balance, tee = _names(v.name)
+            chain = f"cuecast_views. ! valve name=view_{v.name} drop=false "
+            if v.maps is not None:
+                chain += f"! cuecastremap name={remap} n-threads={self.remap_threads} "
+            parts.append(chain + f"! videobalance name={balance} ! tee name={tee} allow-not-linked=true")
         for b in self.branches:
             queue = f"{LEAKY_QUEUE} name={queue_name(b)} ! " if b.queued else ""
-            parts.append(f"cuecast_tee. ! {queue}{b.fragment()}")
+            parts.append(f"{_names(b.view)[2]}. ! {queue}{b.fragment()}")
         return "  ".join(parts)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -215,11 +255,15 @@ class OutputPipeline:
         if self._valve is None:
             # Nobody consuming any output: frames stop here, before correction and every branch.
             self._appsrc.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._any_demand)
-        self._balance = pipeline.get_by_name("cuecast_balance")
-        self._fisheye_el = pipeline.get_by_name("cuecast_fisheye")
-        if self._fisheye_el is not None and self.fisheye is not None:
-            self._load_maps()
-            self._fisheye_el.set_property("enabled", self.fisheye.enabled)
+        for v in self.views:
+            remap, balance, _tee = _names(v.name)
+            self._view_valves[v.name] = pipeline.get_by_name(f"view_{v.name}")
+            self._balances[v.name] = pipeline.get_by_name(balance)
+            el = pipeline.get_by_name(remap)
+            if el is not None and v.maps is not None:
+                self._remaps[v.name] = el
+                el.set_property("map", GLib.Bytes.new(remap_table(v.maps, (self.width, self.height))))
+                el.set_property("enabled", v.enabled or not v.switchable)
         self.apply_controls(self.controls)
         for b in self.branches:
             b.attach(pipeline, self)
@@ -238,22 +282,11 @@ class OutputPipeline:
         for b in self.branches:
             b.started()
 
-    def _load_maps(self) -> None:
-        """Build the correction's remap table (once per start; OpenCV's fisheye model, in Python) and hand
-        it to the native element."""
-        fe, el = self.fisheye, self._fisheye_el
-        assert fe is not None and el is not None
-        if self.maps is None:
-            t0 = time.monotonic()
-            self.maps = build_maps(fe.model, self.width, self.height, chroma=True, balance=fe.balance,
-                                   fov_scale=fe.fov_scale)
-            log.info("fisheye maps built for %dx%d in %.2f s", self.width, self.height, time.monotonic() - t0)
-        el.set_property("map", GLib.Bytes.new(remap_table(self.maps, (self.width, self.height))))
-
     def _teardown(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
         self._appsrc = None
         self._valve = None
+        self._remaps, self._balances, self._view_valves = {}, {}, {}
         if pipeline is not None:
             pipeline.set_state(Gst.State.NULL)
             pipeline.get_bus().remove_signal_watch()
@@ -290,10 +323,25 @@ class OutputPipeline:
         return Gst.PadProbeReturn.DROP
 
     def refresh_demand(self) -> None:
-        """With an entry valve: open it while any branch has a consumer (any thread)."""
+        """Open the entry valve while any branch has a consumer, and each view's while one of its branches has
+        (any thread). A view nobody watches is not rendered."""
+        active = {b.name: b.active() for b in self.branches}
         valve = self._valve
         if valve is not None:
-            valve.set_property("drop", not any(b.active() for b in self.branches))
+            valve.set_property("drop", not any(active.values()))
+        if len(self.views) > 1:
+            for name, v in self._view_valves.items():
+                v.set_property("drop", not any(active[b.name] for b in self.branches if b.view == name))
+
+    def set_view_maps(self, name: str, maps: Maps) -> None:
+        """A new remap table for a view, live (a new table calibration); its size may change."""
+        v = self.view(name)
+        if v is None:
+            raise ValueError(f"no {name} view in this pipeline")
+        v.maps = maps
+        el = self._remaps.get(name)
+        if el is not None:
+            el.set_property("map", GLib.Bytes.new(remap_table(maps, (self.width, self.height))))
 
     def _restart(self) -> bool:
         self._restart_id = None
@@ -348,8 +396,8 @@ class OutputPipeline:
 
     @property
     def correction_ms(self) -> float | None:
-        """Mean wall time of the correction per frame (the native element's own measure)."""
-        el = self._fisheye_el
+        """Mean wall time of the camera view's remap per frame (the native element's own measure)."""
+        el = self._remaps.get("camera")
         if el is None or not el.get_property("frames"):
             return None
         return float(el.get_property("mean-us")) / 1000
@@ -357,13 +405,17 @@ class OutputPipeline:
     # -- controls ------------------------------------------------------------------------------------
 
     def set_fisheye_enabled(self, enabled: bool) -> bool:
-        """Switch correction on/off live (pass-through); False when there is no correction element."""
-        if self.fisheye is None:
+        """Switch the correction on/off live (pass-through); False when there is none. The table view stays
+        corrected: it means nothing without it."""
+        switchable = [v for v in self.views if v.switchable and v.maps is not None]
+        if not switchable:
             return False
-        self.fisheye.enabled = enabled
-        if self._fisheye_el is not None:
-            self._fisheye_el.set_property("enabled", enabled)
-            self.apply_controls(self.controls)  # brightness/contrast move between the element and videobalance
+        for v in switchable:
+            v.enabled = enabled
+            el = self._remaps.get(v.name)
+            if el is not None:
+                el.set_property("enabled", enabled)
+        self.apply_controls(self.controls)  # brightness/contrast move between the remap and videobalance
         return True
 
     def fisheye_matrix(self) -> list[list[float]] | None:
@@ -372,19 +424,20 @@ class OutputPipeline:
         return None if maps is None else [[float(v) for v in row] for row in maps.P]
 
     def apply_controls(self, controls: ControlsConfig) -> None:
-        """Apply picture controls live. While the correction runs, brightness/contrast are a lookup table
-        in its pass; videobalance keeps saturation/hue and is passthrough at their defaults (zero cost)."""
+        """Apply picture controls live. Where a view has a remap, brightness/contrast are a lookup table in its
+        pass; videobalance keeps saturation/hue and is passthrough at their defaults (zero cost)."""
         self.controls = controls
-        bal = self._balance
-        if bal is None:
-            return
-        values = {n: float(getattr(controls, n)) for n in ("brightness", "contrast", "saturation", "hue")}
-        el = self._fisheye_el
-        if el is not None and self.fisheye is not None and self.fisheye.enabled:
-            lut = luma_lut(values["brightness"], values["contrast"])
-            el.set_property("luma-lut", None if lut is None else GLib.Bytes.new(lut.tobytes()))
-            values["brightness"], values["contrast"] = 0.0, 1.0
-        elif el is not None:
-            el.set_property("luma-lut", None)
-        for name, value in values.items():
-            bal.set_property(name, value)
+        for v in self.views:
+            bal = self._balances.get(v.name)
+            if bal is None:
+                continue
+            values = {n: float(getattr(controls, n)) for n in ("brightness", "contrast", "saturation", "hue")}
+            el = self._remaps.get(v.name)
+            if el is not None and (v.enabled or not v.switchable):
+                lut = luma_lut(values["brightness"], values["contrast"])
+                el.set_property("luma-lut", None if lut is None else GLib.Bytes.new(lut.tobytes()))
+                values["brightness"], values["contrast"] = 0.0, 1.0
+            elif el is not None:
+                el.set_property("luma-lut", None)
+            for name, value in values.items():
+                bal.set_property(name, value)

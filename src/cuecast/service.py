@@ -31,9 +31,12 @@ from cuecast.outputs.mjpeg import FrameHub, MjpegOutput
 from cuecast.outputs.publish import Publisher
 from cuecast.outputs.rtsp import RtspError, RtspServer
 from cuecast.outputs.webrtc import WebRtcOutput
-from cuecast.pipeline import Branch, OutputPipeline
+from cuecast.pipeline import Branch, OutputPipeline, View
 from cuecast.placeholder import NoSignalFeeder
-from cuecast.sources import SourceSpec
+from cuecast.sources import SourceError, SourceSpec, parse_source
+from cuecast.table import TableError, TableGeometry, TableView, resolve, view_of
+from cuecast.table.maps import table_maps
+from cuecast.table.model import even_floor
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +115,23 @@ class Service:
         self.link = CaptureLink(runtime.control, self._on_capture_instance)
         self.hubs: dict[str, FrameHub] = {}
         self.mjpeg: dict[str, MjpegOutput] = {}
+        try:
+            kind = parse_source(cfg.source.uri).kind
+        except SourceError:
+            kind = ""
+        self.table: TableGeometry | None = None
+        self.table_error = ""
+        try:
+            self.table, _ = resolve(cfg, kind)
+        except TableError as e:
+            self.table_error = str(e)
         for q in QUALITIES:
             qc = getattr(cfg.mjpeg, q)
             if qc.enabled:
                 hub = FrameHub(q, qc.max_clients)
                 self.hubs[q] = hub
-                self.mjpeg[q] = MjpegOutput(q, qc.width, qc.height, qc.fps, qc.quality, hub, cfg.source.fps)
+                w, h = self._output_size(qc.view, qc.width, qc.height, keep_width=True)
+                self.mjpeg[q] = MjpegOutput(q, w, h, qc.fps, qc.quality, hub, cfg.source.fps, qc.view)
         self.h264_hub = H264Hub()
         self.h264: H264Output | None = None
         self.rtsp: RtspServer | None = None
@@ -130,6 +144,7 @@ class Service:
         self.degrader: Degrader | None = None
         self._timers: list[int] = []
         self._rates = {name: RateMeter() for name in ("h264", "rtsp", "webrtc")}
+        self.table_set_live = False  # a table set over the API, not saved: a new capture process gets it from here
         self.last_ring_mono: float | None = None
         self.demand_since: float | None = None  # when an output here last got a consumer (None: nobody)
         self.started_mono: float | None = None
@@ -146,10 +161,35 @@ class Service:
 
     # -- life cycle -------------------------------------------------------------------------------------
 
+    def _table_view(self) -> TableView | None:
+        return view_of(self.cfg, self.table) if self.table is not None else None
+
+    def _output_size(self, view: str, width: int, height: int, keep_width: bool = False) -> tuple[int, int]:
+        """An output's size: as configured in the camera view; in the table view, the configured width with the
+        view's own aspect (or the view's size itself when `keep_width` is false)."""
+        tv = self._table_view()
+        if view != "table" or tv is None:
+            return width, height
+        tw, th = tv.size
+        return (width, even_floor(width * th / tw)) if keep_width else (tw, th)
+
+    def _views(self) -> list[View]:
+        views = [View("camera")]
+        tv = self._table_view()
+        if tv is not None and any(v == "table" for k, v in self.cfg.views().items() if k != "shm"):
+            # From the corrected ring frames: the table's homography alone (the capture process corrected them).
+            views.append(View("table", table_maps(tv, (self.cfg.source.width, self.cfg.source.height))))
+        return views
+
     def start(self) -> None:
         if self._started:
             return
         cfg = self.cfg
+        people = {k: v for k, v in cfg.views().items() if k != "shm"}
+        if self.table is None and "table" in people.values():
+            which = ", ".join(k for k, v in people.items() if v == "table")
+            raise StartupError(f"{which}: view table needs a table calibration ({self.table_error or 'none'}): run "
+                               "`cuecast calibrate table` and set table.calibration")
         branches: list[Branch] = [*self.mjpeg.values()]
         if self.h264_wanted:
             try:
@@ -158,12 +198,14 @@ class Service:
                 raise StartupError(str(e)) from None
             log.info("H.264 encoder: %s (%s)", self.encoder.element, self.encoder_reason)
             w, h = cfg.rtsp_size
+            if cfg.rtsp.view == "table" and (cfg.rtsp.width is None):
+                w, h = self._output_size("table", w, h)
             self.h264 = H264Output(self.encoder, w, h, cfg.rtsp.fps, cfg.rtsp.bitrate_kbps,
-                                   cfg.rtsp.keyframe_interval, cfg.source.fps, self.h264_hub)
+                                   cfg.rtsp.keyframe_interval, cfg.source.fps, self.h264_hub, cfg.rtsp.view)
             branches.append(self.h264)
         self._set_thread_priorities()
         src = cfg.source
-        self.pipeline = OutputPipeline(src.width, src.height, src.fps, branches, cfg.controls)
+        self.pipeline = OutputPipeline(src.width, src.height, src.fps, branches, cfg.controls, self._views())
         self._started = True
         self.started_mono = time.monotonic()
         self.loop.start()
@@ -322,8 +364,21 @@ class Service:
             return
         try:
             self.link.request("controls", **self.cfg.controls.model_dump())
+            if self.table is not None and self.table_set_live:
+                self.link.request("table", **table_dict(self.table))
         except ControlError as e:
             log.warning("could not hand the picture controls to the new capture process: %s", e)
+
+    def set_table(self, table: TableGeometry) -> None:
+        """A new table calibration, live, in both processes (the capture process renders the backend's view)."""
+        self.table = table.scaled_to(self.cfg.source.width, self.cfg.source.height)
+        tv = self._table_view()
+        if self.pipeline is not None and tv is not None and self.pipeline.view("table") is not None:
+            self.pipeline.set_view_maps("table", table_maps(tv, (self.cfg.source.width, self.cfg.source.height)))
+        try:
+            self.link.request("table", **table_dict(self.table))
+        except ControlError as e:
+            log.warning("table kept here, the capture process takes it when it answers: %s", e)
 
     def set_controls(self, controls: ControlsConfig) -> None:
         """Apply picture controls (in the capture process, where the correction runs)."""
@@ -440,6 +495,8 @@ class Service:
             "fisheye": cap["fisheye"] if cap else {"active": None, "enabled": self.cfg.fisheye.enabled},
             "ring": {"state": self.runner.status.state if self.runner else "stopped",
                      **((cap or {}).get("ring") or {})},
+            "table": {**((cap or {}).get("table") or {"calibrated": self.table is not None}),
+                      "views": self.cfg.views()},
             "outputs": self.outputs(cap),
         }
         out["publish"] = [p.stats() for p in self.publishers]
@@ -468,3 +525,7 @@ def rtsp_users(cfg: Config) -> dict[str, str]:
         if token:
             users.setdefault(RTSP_TOKEN_USER, token)
     return users
+
+
+def table_dict(t: TableGeometry) -> dict[str, Any]:
+    return {"corners": [list(c) for c in t.corners], "size_mm": list(t.size_mm), "image_size": list(t.image_size)}

@@ -154,3 +154,23 @@ def true_corrected_positions(P: np.ndarray) -> dict[str, tuple[float, float]]:
         p = P @ np.array([b.x, b.y, 1.0])
         out[b.name] = (float(p[0] / p[2]), float(p[1] / p[2]))
     return out
+
+
+# The demo table is a 9ft table: its cloth (the playing surface, cushion nose to cushion nose) is 2540 x 1270 mm.
+DEMO_TABLE_MM = (2540.0, 1270.0)
+DEMO_MM_PER_UNIT = DEMO_TABLE_MM[0] / (2 * TABLE_HALF[0])
+
+
+def ball_mm(ball: Ball) -> tuple[float, float]:
+    """A demo ball's true position on the table, mm from the playing surface's top-left corner."""
+    return (ball.x + TABLE_HALF[0]) * DEMO_MM_PER_UNIT, (ball.y + TABLE_HALF[1]) * DEMO_MM_PER_UNIT
+
+
+def demo_table_corners(P: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Where the demo cloth's corners are in a corrected frame whose camera matrix is P (TL, TR, BR, BL)."""
+    hx, hy = TABLE_HALF
+    out = []
+    for x, y in ((-hx, -hy), (hx, -hy), (hx, hy), (-hx, hy)):
+        p = P @ np.array([x, y, 1.0])
+        out.append((float(p[0] / p[2]), float(p[1] / p[2])))
+    return tuple(out)

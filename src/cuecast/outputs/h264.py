@@ -148,7 +148,8 @@ class H264Output:
     queued = True
 
     def __init__(self, encoder: EncoderKind, width: int, height: int, fps: int, kbps: int, gop: int,
-                 source_fps: int, hub: H264Hub) -> None:
+                 source_fps: int, hub: H264Hub, view: str = "camera") -> None:
+        self.view = view
         self.encoder = encoder
         self.width, self.height, self.fps = width, height, fps
         self.kbps, self.gop = kbps, gop

@@ -213,9 +213,10 @@ class MjpegOutput:
     """Branch: [gate probe] -> videoscale -> jpegenc -> appsink -> hub."""
 
     def __init__(self, quality: str, width: int, height: int, fps: int, jpeg_quality: int, hub: FrameHub,
-                 source_fps: int) -> None:
+                 source_fps: int, view: str = "camera") -> None:
         self.name = f"mjpeg_{quality}"
         self.queued = True
+        self.view = view
         self.quality = quality
         self.width, self.height, self.fps = width, height, fps
         self.jpeg_quality = jpeg_quality

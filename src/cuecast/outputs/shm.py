@@ -125,15 +125,16 @@ class ShmOutput:
         self, socket_path: Path, width: int, height: int, fps: int, buffers: int = 6, group: str | None = None,
         *, name: str = "shm", fmt: str = "BGR", queued: bool = False, mode: int = SOCKET_MODE,
         source_size: tuple[int, int] | None = None, wanted: Callable[[], bool] | None = None,
-        geometry: Geometry | None = None,
+        geometry: Geometry | None = None, view: str = "camera",
     ) -> None:
         self.name = name
         self.queued = queued
+        self.view = view
         self.socket_path = Path(socket_path)
         self.width, self.height, self.fps = width, height, fps
         self.fmt = fmt
         self.mode = mode
-        self.source_size = source_size or (width, height)
+        self.source_size = source_size  # the view's size, when it may differ from the output's (None: same)
         self.buffers = buffers
         self.group = group
         self.geometry = geometry or Geometry()
@@ -162,7 +163,7 @@ class ShmOutput:
     def fragment(self) -> str:
         n = self.name
         scale = ""
-        if self.source_size != (self.width, self.height):
+        if self.source_size is not None and self.source_size != (self.width, self.height):
             scale = f"videoscale ! video/x-raw,width={self.width},height={self.height},pixel-aspect-ratio=1/1 ! "
         size = buffer_size(self.width, self.height, self.fmt)
         return (

@@ -13,9 +13,10 @@ import logging
 import math
 from enum import StrEnum
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -28,9 +29,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cuecast import __version__
-from cuecast.config import ControlsConfig, save_controls
+from cuecast.config import ControlsConfig, save_controls, save_table_path
+from cuecast.control import ControlError
 from cuecast.outputs.webrtc import WebRtcOutput, WhepError
 from cuecast.service import QUALITIES, Service
+from cuecast.table import TableError, TableGeometry, view_of
+from cuecast.table.model import parse_size
+from cuecast.table.preview import render_preview
 from cuecast.web import mjpeg_http
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,28 @@ class ControlsUpdate(BaseModel):
 
 class ControlsResult(ControlsConfig):
     persisted_to: str | None = Field(None, description="config file the controls were saved to, if any")
+
+
+class TableUpdate(BaseModel):
+    """A table calibration: the playing surface's corners in the corrected camera image (top-left, top-right,
+    bottom-right, bottom-left as seen), and its size: a preset (7ft, 8ft, 9ft), WxH in mm, or size_mm."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    corners: list[tuple[float, float]] = Field(min_length=4, max_length=4)
+    size: str | None = Field(None, max_length=32, description="7ft, 8ft, 9ft or WxH in mm")
+    size_mm: tuple[float, float] | None = Field(None, description="[W, H] in mm (instead of size)")
+    image_size: tuple[int, int] | None = Field(None, description="the image the corners are in (default: the "
+                                               "camera view's size)")
+
+
+class TableResult(BaseModel):
+    calibrated: bool
+    corners: list[tuple[float, float]] | None = None
+    size_mm: tuple[float, float] | None = None
+    px_per_mm: float | None = None
+    margin_mm: float | None = None
+    view_size: tuple[int, int] | None = None
+    persisted_to: str | None = Field(None, description="table.yaml it was saved to, if any")
 
 
 class _AsgiResponse(Response):
@@ -401,6 +428,99 @@ def create_app(service: Service) -> FastAPI:
         ok = service.healthy()
         src = service.runner.status.state if service.runner else "stopped"
         return JSONResponse({"ok": ok, "source": src}, status_code=200 if ok else 503)
+
+    table_lock = asyncio.Lock()
+
+    def table_of(update: TableUpdate) -> TableGeometry:
+        src = service.cfg.source
+        try:
+            if update.size_mm is not None:
+                size = update.size_mm
+            elif update.size is not None:
+                size = parse_size(update.size)
+            else:
+                raise HTTPException(422, "give the table's size: size (7ft, 8ft, 9ft, WxH in mm) or size_mm")
+            return TableGeometry(tuple(update.corners), size, update.image_size or (src.width, src.height))
+        except TableError as e:
+            raise HTTPException(422, str(e)) from None
+
+    async def camera_frame() -> Any:
+        import cv2
+
+        try:
+            shot = await asyncio.to_thread(service.link.request, "snapshot", 5.0)
+        except ControlError as e:
+            raise HTTPException(503, f"no camera frame: {e}", headers={"Retry-After": "2"}) from None
+        frame = await asyncio.to_thread(cv2.imread, shot["path"])
+        if frame is None:
+            raise HTTPException(503, "no camera frame right now", headers={"Retry-After": "2"})
+        return frame
+
+    async def jpeg(img: Any) -> Response:
+        import cv2
+
+        ok, data = await asyncio.to_thread(cv2.imencode, ".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        return Response(data.tobytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/table", response_model=TableResult, summary="The table calibration and its view")
+    async def get_table() -> TableResult:
+        t = service.table
+        if t is None:
+            return TableResult(calibrated=False)
+        tv = view_of(service.cfg, t)
+        return TableResult(calibrated=True, corners=list(t.corners), size_mm=t.size_mm, px_per_mm=tv.px_per_mm,
+                           margin_mm=tv.margin_mm, view_size=tv.size)
+
+    @app.put("/api/table", response_model=TableResult, summary="Calibrate the table (applied live, saved)",
+             responses={401: {"description": "auth.token is set and the bearer token is missing or wrong"},
+                        403: {"description": "No auth.token configured and the client is not on this machine"},
+                        422: {"description": "The corners or the size cannot be a table"}})
+    async def put_table(update: TableUpdate) -> TableResult:
+        async with table_lock:
+            table = table_of(update)
+            persisted: str | None = None
+            path = service.cfg.table.calibration
+            if path is None and service.config_path is not None:
+                path = service.config_path.with_name("table.yaml")
+            if path is not None:
+                try:
+                    await asyncio.to_thread(table.save, Path(path))
+                    if service.cfg.table.calibration is None and service.config_path is not None:
+                        await asyncio.to_thread(save_table_path, service.config_path, Path(path))
+                        service.cfg.table.calibration = Path(path)
+                    persisted = str(path)
+                except OSError as e:
+                    log.warning("table applied but not saved to %s: %s", path, e)
+            service.table_set_live = persisted is None
+            await asyncio.to_thread(service.set_table, table)
+            log.info("table calibrated over the API: corners %s, %gx%g mm%s",
+                     [tuple(round(v, 1) for v in c) for c in table.corners], *table.size_mm,
+                     f", saved to {persisted}" if persisted else "")
+            result = await get_table()
+            result.persisted_to = persisted
+            return result
+
+    @app.get("/api/table/frame.jpg", summary="The corrected camera picture now (for calibrating the table)",
+             responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "No frame right now"}})
+    async def table_frame() -> Response:
+        return await jpeg(await camera_frame())
+
+    @app.get("/api/table/preview.jpg", summary="The table view for given corners, with a 100 mm grid",
+             responses={200: {"content": {"image/jpeg": {}}}, 422: {"description": "Not a table"},
+                        503: {"description": "No frame right now"}})
+    async def table_preview(corners: str = Query(max_length=200, description="x,y of TL, TR, BR, BL"),
+                            size: str = Query("9ft", max_length=32)) -> Response:
+        try:
+            values = [float(v) for v in corners.split(",")]
+        except ValueError:
+            raise HTTPException(422, "corners: 8 numbers, x,y of top-left, top-right, bottom-right, "
+                                     "bottom-left") from None
+        if len(values) != 8 or not all(math.isfinite(v) for v in values):
+            raise HTTPException(422, "corners: 8 numbers, x,y of top-left, top-right, bottom-right, bottom-left")
+        table = table_of(TableUpdate(corners=list(zip(values[::2], values[1::2], strict=True)), size=size))
+        frame = await camera_frame()
+        img = await asyncio.to_thread(render_preview, frame, view_of(service.cfg, table))
+        return await jpeg(img)
 
     @app.get("/api/controls", response_model=ControlsConfig, summary="Picture controls")
     async def get_controls() -> ControlsConfig:
