@@ -2,7 +2,9 @@
 
     python examples/find_balls.py [--socket /tmp/camera-backend] [--frames 30]
 
-Prints each ball's position (pixels in the corrected frame) once a second. It is deliberately simple:
+Prints each ball's position once a second: in millimetres on the table when the frames carry the table's
+geometry (the demo source brings its own; `cuecast calibrate table` makes one for a real table), in either
+view (`shm.view: camera` or `table`), else in pixels of the corrected frame. It is deliberately simple:
 colour masks and centroids, which is all the synthetic demo table needs. `detect_balls` is importable.
 """
 
@@ -56,8 +58,12 @@ def main() -> int:
             if time.monotonic() - last_print >= 1 or (args.frames and seen == args.frames):
                 last_print = time.monotonic()
                 balls = detect_balls(frame)
-                text = "  ".join(f"{name}=({x:.1f},{y:.1f})" for name, (x, y) in sorted(balls.items()))
-                print(f"frame {info.seq}: {text}", flush=True)
+                if info.geometry.calibrated:  # the same two calls in the camera view and the table view
+                    text = "  ".join(f"{name}=({x:.0f} mm,{y:.0f} mm)" for name, (x, y) in
+                                     sorted((n, info.to_mm(*p)) for n, p in balls.items()))
+                else:
+                    text = "  ".join(f"{name}=({x:.1f},{y:.1f})" for name, (x, y) in sorted(balls.items()))
+                print(f"frame {info.seq} ({info.view} view): {text}", flush=True)
     return 0
 
 

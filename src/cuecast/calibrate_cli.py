@@ -1,6 +1,7 @@
-"""`cuecast calibrate capture | solve | preview`: the calibration toolchain on the command line.
+"""`cuecast calibrate capture | solve | preview | table`: the calibration toolchain on the command line.
 
-Owns argument handling, progress bars and the printed reports; the work itself is in fisheye/calibration.py.
+Owns argument handling, progress bars and the printed reports; the work itself is in fisheye/calibration.py
+(the lens) and table/ (the table).
 Exit codes: 0 done, 1 could not finish (too few views, board never found), 2 bad input.
 """
 
@@ -178,8 +179,97 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _service_frame(url: str, token: str | None) -> np.ndarray:
+    """The running service's corrected camera picture (GET /api/table/frame.jpg)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{url.rstrip('/')}/api/table/frame.jpg",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            data = r.read()
+    except urllib.error.HTTPError as e:
+        raise ValueError(f"{url} answered {e.code}: {e.read().decode(errors='replace').strip()}") from None
+    except OSError as e:
+        raise ValueError(f"no running service at {url} ({e}); start `cuecast serve` or give --image FRAME") from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{url} sent no picture")
+    return img
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from cuecast.config import ConfigError, load_config
+    from cuecast.table.detect import detect_table
+    from cuecast.table.model import TableError, TableGeometry, TableView, parse_size
+    from cuecast.table.preview import draw_corners, render_preview
+
+    try:
+        size = parse_size(args.size)
+        cfg = load_config(args.config).config
+    except (TableError, ConfigError) as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    if args.image:
+        frame = cv2.imread(args.image)
+        if frame is None:
+            return _fail(f"{args.image} is not an image OpenCV can read", EXIT_BAD_INPUT)
+        origin = args.image
+    else:
+        url = args.url or f"http://127.0.0.1:{cfg.http.port}"
+        print(f"taking the corrected camera picture from {url} ...", file=sys.stderr)
+        try:
+            token = args.token or cfg.auth.resolved_token()
+            frame = _service_frame(url, token)
+        except ValueError as e:
+            return _fail(str(e))
+        origin = url
+    h, w = frame.shape[:2]
+    if args.corners:
+        try:
+            values = [float(v) for v in args.corners.split(",")]
+            if len(values) != 8:
+                raise ValueError
+        except ValueError:
+            return _fail("--corners: 8 numbers, x,y of top-left, top-right, bottom-right, bottom-left",
+                         EXIT_BAD_INPUT)
+        corners = tuple(zip(values[::2], values[1::2], strict=True))
+        how = "given by hand"
+    else:
+        print("finding the playing surface (felt colour, then the cushion lines) ...", file=sys.stderr)
+        try:
+            found = detect_table(frame)
+        except TableError as e:
+            return _fail(str(e))
+        corners = found.corners
+        how = f"found: cushion lines fitted to {found.points} edge points, {found.residual_px:.2f} px RMS"
+    try:
+        table = TableGeometry(tuple(corners), size, (w, h))
+    except TableError as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    out = Path(args.output)
+    table.save(out)
+    view = TableView(table, cfg.table.px_per_mm, cfg.table.margin_mm)
+    preview = Path(args.preview) if args.preview else out.with_name(out.stem + "-preview.png")
+    top = draw_corners(frame, table.corners)
+    bottom = render_preview(frame, view)
+    scale = top.shape[1] / bottom.shape[1]
+    bottom = cv2.resize(bottom, (top.shape[1], int(bottom.shape[0] * scale)))
+    cv2.imwrite(str(preview), np.vstack([top, bottom]))
+    names = ("top-left", "top-right", "bottom-right", "bottom-left")
+    print(f"table from {origin} ({w}x{h}), corners {how}:")
+    for name, (x, y) in zip(names, table.corners, strict=True):
+        print(f"  {name:<13} {x:8.2f} {y:8.2f}")
+    vw, vh = view.size
+    print(f"playing area {size[0]:g} x {size[1]:g} mm; table view {vw}x{vh} px at {view.px_per_mm:g} px/mm, "
+          f"margin {view.margin_mm:g} mm")
+    print(f"wrote {out} and {preview} (check the grid: its lines must follow the cushions)")
+    print(f"use it: table.calibration: {out.resolve()} and shm.view: table (or view: table on any output)")
+    return EXIT_OK
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    cal = sub.add_parser("calibrate", help="fisheye calibration: capture, solve, preview")
+    cal = sub.add_parser("calibrate", help="calibration: the lens (capture, solve, preview) and the table")
     csub = cal.add_subparsers(dest="calibrate_command", required=True)
 
     cap = csub.add_parser("capture", help="grab checkerboard views from the running service or a source")
@@ -206,3 +296,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     pre.add_argument("--out", default="report.png")
     pre.add_argument("--balance", type=float)
     pre.set_defaults(func=cmd_preview)
+
+    tab = csub.add_parser("table", help="find the playing surface and write table.yaml (for view: table)")
+    tab.add_argument("--size", default="9ft", help="7ft, 8ft, 9ft or WxH in mm (playing area, long side first)")
+    tab.add_argument("--output", default="table.yaml")
+    tab.add_argument("--image", help="a corrected frame (default: take one from the running service)")
+    tab.add_argument("--corners", help="x,y of top-left, top-right, bottom-right, bottom-left (skip detection)")
+    tab.add_argument("--preview", help="the preview image (default: OUTPUT-preview.png)")
+    tab.add_argument("--url", help="the running service's API (default: http://127.0.0.1:http.port)")
+    tab.add_argument("--token", help="bearer token, when the service protects its pictures")
+    tab.add_argument("--config", type=Path, help="config for the port, token and table view settings")
+    tab.set_defaults(func=cmd_table)

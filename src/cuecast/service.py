@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cuecast import __version__
+from cuecast import __version__, native
 from cuecast.capture import SourceRunner
 from cuecast.child import Runtime
 from cuecast.config import Config, ControlsConfig, ReconnectConfig, reload_plan
@@ -190,6 +190,12 @@ class Service:
             which = ", ".join(k for k, v in people.items() if v == "table")
             raise StartupError(f"{which}: view table needs a table calibration ({self.table_error or 'none'}): run "
                                "`cuecast calibrate table` and set table.calibration")
+        views = self._views()
+        if any(v.maps is not None for v in views):
+            try:
+                native.load()
+            except native.NativeError as e:
+                raise StartupError(str(e)) from None
         branches: list[Branch] = [*self.mjpeg.values()]
         if self.h264_wanted:
             try:
@@ -205,7 +211,7 @@ class Service:
             branches.append(self.h264)
         self._set_thread_priorities()
         src = cfg.source
-        self.pipeline = OutputPipeline(src.width, src.height, src.fps, branches, cfg.controls, self._views())
+        self.pipeline = OutputPipeline(src.width, src.height, src.fps, branches, cfg.controls, views)
         self._started = True
         self.started_mono = time.monotonic()
         self.loop.start()
@@ -293,6 +299,8 @@ class Service:
         """Ask the capture process for ring frames only while an output here has a consumer."""
         pipeline = self.pipeline
         want = pipeline is not None and any(b.active() for b in pipeline.branches)
+        if pipeline is not None:
+            pipeline.refresh_demand()  # a view nobody here watches is not rendered
         if want and self.demand_since is None:
             self.demand_since = time.monotonic()
         elif not want:

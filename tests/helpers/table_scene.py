@@ -24,9 +24,12 @@ CUSHION = (20, 95, 25)
 RAIL = (40, 80, 150)
 FLOOR = (70, 70, 75)
 BALL_RADIUS_MM = 28.6
-# Spread over the whole surface, corners and cushions included.
+# Spread over the whole surface, against the cushions and in the corners (the side pockets' mouths stay clear:
+# a ball there would merge with the pocket's edge in any detector).
 BALLS_MM = [(x, y) for x in (60.0, 500.0, 1270.0, 2000.0, 2480.0) for y in (60.0, 635.0, 1210.0)] + [
     (900.0, 300.0), (1650.0, 950.0), (300.0, 1000.0)]
+BALLS_MM = [(x, 110.0 if (x, y) == (1270.0, 60.0) else 1160.0 if (x, y) == (1270.0, 1210.0) else y)
+            for x, y in BALLS_MM]
 BALL_COLOURS = [(0, 215, 255), (200, 70, 0), (40, 30, 220), (140, 30, 120), (0, 130, 255), (235, 235, 235)]
 
 

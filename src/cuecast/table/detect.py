@@ -57,14 +57,22 @@ def rough_outline(bgr: np.ndarray, felt: np.ndarray) -> np.ndarray:
                          "(point the camera at the table, or give the corners with --corners)")
     region = (labels == centre_label).astype(np.uint8)
     contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
-    quad = None
-    for eps in np.linspace(0.005, 0.08, 40):
-        approx = cv2.approxPolyDP(hull, eps * cv2.arcLength(hull, True), True)
-        if len(approx) == 4:
-            quad = approx.reshape(4, 2).astype(np.float64)
-            break
-    if quad is None:
+    hull = cv2.convexHull(max(contours, key=cv2.contourArea)).reshape(-1, 2).astype(np.float64)
+    # Pockets cut the felt's corners (and the middle of the long sides): the outline's four longest straight
+    # runs are the cushions; their lines meet where the corners would be.
+    poly = cv2.approxPolyDP(hull.astype(np.float32).reshape(-1, 1, 2), 0.004 * cv2.arcLength(
+        hull.astype(np.float32).reshape(-1, 1, 2), True), True).reshape(-1, 2).astype(np.float64)
+    if len(poly) < 4:
+        raise TableError("the felt region is not four-sided: is the whole table in the picture?")
+    edges = [(poly[i], poly[(i + 1) % len(poly)]) for i in range(len(poly))]
+    longest = sorted(range(len(edges)), key=lambda i: -np.hypot(*(edges[i][1] - edges[i][0])))[:4]
+    sides = [edges[i] for i in sorted(longest)]  # in outline order
+    lines = [(a, (b - a) / np.hypot(*(b - a))) for a, b in sides]
+    try:
+        quad = np.array([_intersect(lines[k - 1], lines[k]) for k in range(4)])
+    except TableError:
+        raise TableError("the felt region is not four-sided: is the whole table in the picture?") from None
+    if not (np.all(quad >= -0.1 * w) and np.all(quad[:, 0] <= 1.1 * w) and np.all(quad[:, 1] <= 1.1 * h)):
         raise TableError("the felt region is not four-sided: is the whole table in the picture?")
     return order_corners(quad)
 

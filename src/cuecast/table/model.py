@@ -61,8 +61,8 @@ class TableGeometry:
         if cv2.contourArea(quad) < 100 or not cv2.isContourConvex(quad):
             raise TableError("the 4 corners do not make a convex shape: give them as top-left, top-right, "
                              "bottom-right, bottom-left as seen in the image")
-        cross = np.cross(quad[1] - quad[0], quad[3] - quad[0])
-        if cross <= 0:
+        a, b = quad[1] - quad[0], quad[3] - quad[0]
+        if a[0] * b[1] - a[1] * b[0] <= 0:  # clockwise on screen (y down) is a positive cross product
             raise TableError("the corners run counter-clockwise: give them as top-left, top-right, bottom-right, "
                              "bottom-left as seen in the image")
 
