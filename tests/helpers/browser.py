@@ -103,3 +103,9 @@ class Browser:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def click(browser: Browser, x: float, y: float) -> None:
+    """A real mouse click at page coordinates (CSS pixels), like a person's."""
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
