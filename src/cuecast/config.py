@@ -197,6 +197,16 @@ class PublishTarget(_Model):
     enabled: bool = True
 
 
+class ReplayConfig(_Model):
+    """Instant replay: the last seconds of the H.264 stream in memory, saved as MP4 clips on request."""
+
+    enabled: bool = Field(False, description="keeps the H.264 encoder running all the time")
+    seconds: float = Field(60.0, ge=5.0, le=600.0, description="how much is kept in memory")
+    dir: Path = Field(Path("/var/lib/cuecast/clips"), description="where clips are written")
+    max_clips: int = Field(200, ge=1, le=100_000, description="the oldest go beyond this many")
+    max_bytes: int = Field(2 * 2**30, ge=2**20, le=2**42, description="the oldest go beyond this many bytes")
+
+
 class DegradeConfig(_Model):
     """When the box cannot keep up, lower the rate of the lowest-priority outputs first."""
 
@@ -289,6 +299,7 @@ class Config(_Model):
     webrtc: WebRtcConfig = WebRtcConfig()
     degrade: DegradeConfig = DegradeConfig()
     priority: PriorityConfig = PriorityConfig()
+    replay: ReplayConfig = ReplayConfig()
     publish: list[PublishTarget] = Field(default_factory=list, description="media servers to push H.264 to")
     log: LogConfig = LogConfig()
 
@@ -333,8 +344,9 @@ class Config(_Model):
 
     @property
     def h264_wanted(self) -> bool:
-        """The one H.264 encoder is needed when RTSP, WebRTC or a publish target is enabled."""
-        return self.rtsp.enabled or self.webrtc.enabled or any(t.enabled for t in self.publish)
+        """The one H.264 encoder is needed when RTSP, WebRTC, replay or a publish target is enabled."""
+        return (self.rtsp.enabled or self.webrtc.enabled or self.replay.enabled
+                or any(t.enabled for t in self.publish))
 
     @property
     def rtsp_size(self) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Owns the wiring config -> ring reader (SourceRunner on the internal ring) -> output pipeline (scalers and
 encoders, no correction: frames arrive corrected) -> outputs (MJPEG hubs; the one H.264 encoder for RTSP,
-WebRTC and publishing), the GLib main-loop thread, the link to the capture process (its status, the ring
+WebRTC, publishing and instant replay), the GLib main-loop thread, the link to the capture process (its status, the ring
 demand, picture controls), graceful degradation, and the status snapshot of both halves. Start-up problems
 a person can fix raise StartupError with the fix in the text.
 """
@@ -29,6 +29,7 @@ from cuecast.gst import GLib, Gst
 from cuecast.outputs.h264 import H264Hub, H264Output
 from cuecast.outputs.mjpeg import FrameHub, MjpegOutput
 from cuecast.outputs.publish import Publisher
+from cuecast.outputs.replay import Replay
 from cuecast.outputs.rtsp import RtspError, RtspServer
 from cuecast.outputs.webrtc import WebRtcOutput
 from cuecast.pipeline import Branch, OutputPipeline, View
@@ -137,6 +138,7 @@ class Service:
         self.rtsp: RtspServer | None = None
         self.webrtc: WebRtcOutput | None = None
         self.publishers: list[Publisher] = []
+        self.replay: Replay | None = None
         self.encoder: EncoderKind | None = None
         self.encoder_reason = ""
         self.cpu_percent = 0.0
@@ -239,6 +241,10 @@ class Service:
         self.publishers = [Publisher(t.url, self.h264_hub, i) for i, t in enumerate(cfg.publish) if t.enabled]
         for pub in self.publishers:
             pub.start()
+        if cfg.replay.enabled:
+            rc = cfg.replay
+            self.replay = Replay(rc.seconds, rc.dir, rc.max_clips, rc.max_bytes)
+            self.replay.start(self.h264_hub)
         self.degrader = self._degrader(self.pipeline)
         self._timers = [GLib.timeout_add_seconds(1, self._tick), GLib.timeout_add(DEMAND_POLL_MS, self._demand)]
         ring = SourceSpec("ring", str(self.runtime.ring))
@@ -252,7 +258,7 @@ class Service:
 
     @property
     def h264_wanted(self) -> bool:
-        """The H.264 encoder branch exists when RTSP, WebRTC or a publish target can use it."""
+        """The H.264 encoder branch exists when RTSP, WebRTC, replay or a publish target can use it."""
         return self.cfg.h264_wanted
 
     def _by_priority(self) -> list[tuple[str, list[tuple[str, H264Output | MjpegOutput]]]]:
@@ -322,6 +328,8 @@ class Service:
             self.runner.stop()
         for pub in self.publishers:
             pub.stop()
+        if self.replay is not None:
+            self.replay.stop(self.h264_hub)
         if self.webrtc is not None:
             self.webrtc.stop()
         if self.rtsp is not None:
@@ -508,6 +516,7 @@ class Service:
             "outputs": self.outputs(cap),
         }
         out["publish"] = [p.stats() for p in self.publishers]
+        out["replay"] = self.replay.stats() if self.replay else {"enabled": False}
         if self.degrader is not None:
             out["degradation"] = self.degrader.status()
             # Shared memory is served by the capture process, first in priority: never lowered.

@@ -1,4 +1,5 @@
-"""The FastAPI app on :8000: streams, WebRTC (WHEP) signalling, snapshot, status, metrics, controls, viewer.
+"""The FastAPI app on :8000: streams, WebRTC (WHEP) signalling, snapshot, status, metrics, controls, table,
+replay clips (web.clips), viewer.
 
 Owns the HTTP contract of the API (typed, documented at /docs): qualities are an enum (422 lists the
 allowed values), controls are bounded (422 names the field), bodies are size-limited (413), and the MJPEG
@@ -14,7 +15,7 @@ import math
 from enum import StrEnum
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -36,7 +37,7 @@ from cuecast.service import QUALITIES, Service
 from cuecast.table import TableError, TableGeometry, view_of
 from cuecast.table.model import parse_size
 from cuecast.table.preview import render_preview
-from cuecast.web import mjpeg_http
+from cuecast.web import clips, mjpeg_http
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +66,30 @@ class ControlsResult(ControlsConfig):
     persisted_to: str | None = Field(None, description="config file the controls were saved to, if any")
 
 
+# Pairs as two-item arrays (not tuples: their "prefixItems" schemas trip OpenAPI tools).
+Point = Annotated[list[float], Field(min_length=2, max_length=2)]
+Size = Annotated[list[int], Field(min_length=2, max_length=2)]
+
+
 class TableUpdate(BaseModel):
     """A table calibration: the playing surface's corners in the corrected camera image (top-left, top-right,
     bottom-right, bottom-left as seen), and its size: a preset (7ft, 8ft, 9ft), WxH in mm, or size_mm."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    corners: list[tuple[float, float]] = Field(min_length=4, max_length=4)
+    corners: list[Point] = Field(min_length=4, max_length=4, description="[[x, y], ...]: TL, TR, BR, BL")
     size: str | None = Field(None, max_length=32, description="7ft, 8ft, 9ft or WxH in mm")
-    size_mm: tuple[float, float] | None = Field(None, description="[W, H] in mm (instead of size)")
-    image_size: tuple[int, int] | None = Field(None, description="the image the corners are in (default: the "
+    size_mm: Point | None = Field(None, description="[W, H] in mm (instead of size)")
+    image_size: Size | None = Field(None, description="the image the corners are in (default: the "
                                                "camera view's size)")
 
 
 class TableResult(BaseModel):
     calibrated: bool
-    corners: list[tuple[float, float]] | None = None
-    size_mm: tuple[float, float] | None = None
+    corners: list[Point] | None = None
+    size_mm: Point | None = None
     px_per_mm: float | None = None
     margin_mm: float | None = None
-    view_size: tuple[int, int] | None = None
+    view_size: Size | None = None
     persisted_to: str | None = Field(None, description="table.yaml it was saved to, if any")
 
 
@@ -328,10 +334,23 @@ class _StatusCollector:
             pub_bytes.add_metric([p["url"]], p["bytes_sent"])
             failures.add_metric([p["url"]], p["failures"])
         yield from (target, up, pub_bytes, failures)
+        rp = st.get("replay") or {}
+        if rp.get("enabled"):
+            yield CounterMetricFamily("cuecast_replay_clips_written", "Replay clips written", rp["clips_written"])
+            yield CounterMetricFamily("cuecast_replay_bytes_written", "Bytes of replay clips written",
+                                      rp["bytes_written"])
+            yield CounterMetricFamily("cuecast_replay_failures", "Replay clips that could not be written",
+                                      rp["failures"])
+            yield GaugeMetricFamily("cuecast_replay_seconds_held", "Seconds of H.264 kept for replay",
+                                    rp["seconds_held"])
+            yield GaugeMetricFamily("cuecast_replay_bytes_held", "Bytes of H.264 kept for replay", rp["bytes_held"])
+            yield GaugeMetricFamily("cuecast_replay_clips", "Replay clips on disk", rp["clips"])
 
 
 def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="cuecast", version=__version__,
+                  responses={414: {"description": "Query string too long"},
+                             431: {"description": "Request headers too large"}},
                   description="Camera streaming service for a billiards trainer: streams, status and controls.")
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_StatusCollector(service))
@@ -435,12 +454,14 @@ def create_app(service: Service) -> FastAPI:
         src = service.cfg.source
         try:
             if update.size_mm is not None:
-                size = update.size_mm
+                size = (update.size_mm[0], update.size_mm[1])
             elif update.size is not None:
                 size = parse_size(update.size)
             else:
                 raise HTTPException(422, "give the table's size: size (7ft, 8ft, 9ft, WxH in mm) or size_mm")
-            return TableGeometry(tuple(update.corners), size, update.image_size or (src.width, src.height))
+            corners = tuple((c[0], c[1]) for c in update.corners)
+            image = (update.image_size[0], update.image_size[1]) if update.image_size else (src.width, src.height)
+            return TableGeometry(corners, size, image)  # type: ignore[arg-type]
         except TableError as e:
             raise HTTPException(422, str(e)) from None
 
@@ -468,12 +489,13 @@ def create_app(service: Service) -> FastAPI:
         if t is None:
             return TableResult(calibrated=False)
         tv = view_of(service.cfg, t)
-        return TableResult(calibrated=True, corners=list(t.corners), size_mm=t.size_mm, px_per_mm=tv.px_per_mm,
-                           margin_mm=tv.margin_mm, view_size=tv.size)
+        return TableResult(calibrated=True, corners=[list(c) for c in t.corners], size_mm=list(t.size_mm),
+                           px_per_mm=tv.px_per_mm, margin_mm=tv.margin_mm, view_size=list(tv.size))
 
     @app.put("/api/table", response_model=TableResult, summary="Calibrate the table (applied live, saved)",
              responses={401: {"description": "auth.token is set and the bearer token is missing or wrong"},
                         403: {"description": "No auth.token configured and the client is not on this machine"},
+                        400: {"description": "Body is not valid JSON"}, 413: {"description": "Body too large"},
                         422: {"description": "The corners or the size cannot be a table"}})
     async def put_table(update: TableUpdate) -> TableResult:
         async with table_lock:
@@ -508,8 +530,8 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/api/table/preview.jpg", summary="The table view for given corners, with a 100 mm grid",
              responses={200: {"content": {"image/jpeg": {}}}, 422: {"description": "Not a table"},
                         503: {"description": "No frame right now"}})
-    async def table_preview(corners: str = Query(max_length=200, description="x,y of TL, TR, BR, BL"),
-                            size: str = Query("9ft", max_length=32)) -> Response:
+    async def table_preview(corners: str = Query(max_length=150, description="x,y of TL, TR, BR, BL"),
+                            size: str = Query("9ft", max_length=16)) -> Response:
         try:
             values = [float(v) for v in corners.split(",")]
         except ValueError:
@@ -517,7 +539,8 @@ def create_app(service: Service) -> FastAPI:
                                      "bottom-left") from None
         if len(values) != 8 or not all(math.isfinite(v) for v in values):
             raise HTTPException(422, "corners: 8 numbers, x,y of top-left, top-right, bottom-right, bottom-left")
-        table = table_of(TableUpdate(corners=list(zip(values[::2], values[1::2], strict=True)), size=size))
+        table = table_of(TableUpdate(corners=[[x, y] for x, y in zip(values[::2], values[1::2], strict=True)],
+                                     size=size))
         frame = await camera_frame()
         img = await asyncio.to_thread(render_preview, frame, view_of(service.cfg, table))
         return await jpeg(img)
@@ -563,6 +586,7 @@ def create_app(service: Service) -> FastAPI:
             headers.update(WHEP_CORS)  # a WHEP player on another origin must be able to read the reason
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
+    app.include_router(clips.router(service))
     assert set(q.value for q in Quality) == set(QUALITIES)
     return app
 
