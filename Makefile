@@ -16,6 +16,7 @@ run: setup
 
 test: setup-test
 	$(PY) -m ruff check src tests bench examples
+	$(PY) -m mypy
 	$(PY) -m pytest $(ARGS)
 
 bench: setup-test
@@ -24,8 +25,9 @@ bench: setup-test
 soak: setup-test
 	$(PY) -c "import sys; sys.path.insert(0, '.'); import runpy; runpy.run_module('bench.soak', run_name='__main__')"
 
-lint: setup
+lint: setup-test
 	$(PY) -m ruff check src tests bench examples
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

@@ -11,6 +11,7 @@ import argparse
 import glob
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -95,7 +96,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _grabber(args: argparse.Namespace):  # noqa: ANN202 - a generator of frames
+def _grabber(args: argparse.Namespace) -> Iterator[np.ndarray]:
     if args.source:
         cap = cv2.VideoCapture(args.source)
         if not cap.isOpened():
@@ -109,10 +110,10 @@ def _grabber(args: argparse.Namespace):  # noqa: ANN202 - a generator of frames
 
     with GStreamerFrameConsumer(args.socket) as c:
         while True:
-            frame = c.get_frame(timeout=5)
-            if frame is None:
+            got = c.get_frame(timeout=5)
+            if got is None:
                 raise RuntimeError(f"no frames from {args.socket} (is `cuecast serve` running?)")
-            yield frame
+            yield got
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -268,7 +269,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     cal = sub.add_parser("calibrate", help="calibration: the lens (capture, solve, preview) and the table")
     csub = cal.add_subparsers(dest="calibrate_command", required=True)
 

@@ -163,7 +163,7 @@ class SourceRunner:
                 f"caps=video/x-raw,format=I420,width={c.width},height={c.height},framerate={c.fps}/1 "
                 "! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync=true qos=false"
             )
-        fmt = c.format
+        fmt: str = c.format
         if self.spec.kind == "v4l2" and fmt == "auto":
             fmt = choose_v4l2_format(probe_v4l2(self.spec.location), c.width, c.height, c.fps)
             self.status.device_format = fmt

@@ -333,7 +333,7 @@ class CaptureService:
         if self.runner is None:
             return None
         self.runner.first_result.wait(timeout)
-        return self.runner.first_error  # type: ignore[no-any-return]
+        return self.runner.first_error
 
     # -- frames -----------------------------------------------------------------------------------------
 
@@ -349,7 +349,7 @@ class CaptureService:
     def _push_placeholder(self, buf: object, capture_ns: int) -> None:
         pipeline = self.pipeline
         if pipeline is not None:
-            pipeline.push(buf, capture_ns, placeholder=True)  # type: ignore[arg-type]
+            pipeline.push(buf, capture_ns, placeholder=True)
 
     # -- control ----------------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ class Runtime:
 
     def read_supervisor(self) -> dict[str, Any] | None:
         try:
-            return json.loads((self.path / SUPERVISOR_FILE).read_text())  # type: ignore[no-any-return]
+            return json.loads((self.path / SUPERVISOR_FILE).read_text())
         except (OSError, ValueError):
             return None
 

@@ -135,7 +135,7 @@ def _stream(port: int | None, width: int, height: int, fps: int, max_clients: in
 
 
 class MjpegConfig(_Model):
-    """HTTP MJPEG outputs: medium on :8001, low on :8002, high (source size) through the API only."""
+    """HTTP MJPEG outputs: medium on :8001, low on :8002, high (1920x1080) through the API only."""
 
     client_timeout: float = Field(10.0, ge=0.5, le=600, description="drop a client that reads nothing this long",
                                   json_schema_extra=LIVE)
@@ -207,12 +207,16 @@ class ReplayConfig(_Model):
     max_bytes: int = Field(2 * 2**30, ge=2**20, le=2**42, description="the oldest go beyond this many bytes")
 
 
+OutputGroup = Literal["shm", "rtsp", "mjpeg"]
+DEFAULT_PRIORITY: tuple[OutputGroup, ...] = ("shm", "rtsp", "mjpeg")
+
+
 class DegradeConfig(_Model):
     """When the box cannot keep up, lower the rate of the lowest-priority outputs first."""
 
     enabled: bool = True
-    priority: list[Literal["shm", "rtsp", "mjpeg"]] = Field(
-        default_factory=lambda: ["shm", "rtsp", "mjpeg"],
+    priority: list[OutputGroup] = Field(
+        default_factory=lambda: list(DEFAULT_PRIORITY),
         description="highest first; the first is never lowered; rtsp covers every H.264 output")
     min_fps: int = Field(5, ge=1, le=60, description="no output is lowered below this")
     recover_after: float = Field(10.0, ge=2, le=600, description="seconds without lag before a rate goes back up")
@@ -335,7 +339,7 @@ class Config(_Model):
 
     def views(self) -> dict[str, str]:
         """Each output's view: {"shm": "camera", "mjpeg_medium": "table", "h264": ...} (enabled outputs only)."""
-        out = {"shm": self.shm.view} if self.shm.enabled else {}
+        out: dict[str, str] = {"shm": self.shm.view} if self.shm.enabled else {}
         out.update({f"mjpeg_{q}": getattr(self.mjpeg, q).view for q in ("low", "medium", "high")
                     if getattr(self.mjpeg, q).enabled})
         if self.h264_wanted:

@@ -102,7 +102,7 @@ def check_cameras(cfg: Config) -> Iterator[Finding]:
         if not modes:
             yield Finding("OK", f"{dev}: not a capture device (metadata node)")
             continue
-        summary = {}
+        summary: dict[str, list[str]] = {}
         for m in modes:
             rate = f"@{max(m.fps):.0f}" if m.fps else ""
             summary.setdefault(m.format, []).append(f"{m.width}x{m.height}{rate}")
@@ -112,7 +112,7 @@ def check_cameras(cfg: Config) -> Iterator[Finding]:
     yield Finding("OK", f"source resolves to {spec.describe()}")
 
 
-def check_ports(cfg: Config, running: dict | None = None) -> Iterator[Finding]:  # type: ignore[type-arg]
+def check_ports(cfg: Config, running: dict | None = None) -> Iterator[Finding]:
     from cuecast.ports import PortError, bind_tcp
 
     wanted = []
@@ -135,7 +135,7 @@ def check_ports(cfg: Config, running: dict | None = None) -> Iterator[Finding]: 
                 yield Finding("FAIL", str(e), f"stop the other program or set {key} to a free port")
 
 
-def check_shm(cfg: Config, running: dict | None = None) -> Iterator[Finding]:  # type: ignore[type-arg]
+def check_shm(cfg: Config, running: dict | None = None) -> Iterator[Finding]:
     from cuecast.outputs.shm import SEGMENT_RE, SHM_DIR, pid_alive, socket_alive
 
     if not cfg.shm.enabled:
@@ -230,7 +230,7 @@ def check_cpu(cfg: Config) -> Iterator[Finding]:
         yield Finding("OK", text)
 
 
-def running_status(cfg: Config) -> dict | None:  # type: ignore[type-arg]
+def running_status(cfg: Config) -> dict | None:
     """/api/status of a cuecast serving this config on this machine, if one answers."""
     if not cfg.http.enabled:
         return None
@@ -253,7 +253,7 @@ def running_status(cfg: Config) -> dict | None:  # type: ignore[type-arg]
     return data if isinstance(data, dict) and "processes" in data else None
 
 
-def check_service(cfg: Config, status: dict | None) -> Iterator[Finding]:  # type: ignore[type-arg]
+def check_service(cfg: Config, status: dict | None) -> Iterator[Finding]:
     """A running service's two halves: the capture process (the backend's path) and the streaming process."""
     if status is None:
         yield Finding("OK", "no cuecast running on this config's ports")

@@ -49,7 +49,6 @@ ENCODERS: tuple[EncoderKind, ...] = (
                 "openh264enc bitrate={bps} gop-size={gop} complexity=low"),
 )
 BY_NAME = {e.name: e for e in ENCODERS}
-CONFIG_CHOICES = ("auto", "x264", "openh264", "v4l2", "vaapi", "nvenc")
 AUTO_ORDER = ("v4l2", "vaapi", "vaapi-legacy", "nvenc", "x264", "openh264")
 
 

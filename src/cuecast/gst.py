@@ -5,16 +5,15 @@ from __future__ import annotations
 import gi
 
 gi.require_version("Gst", "1.0")
-gi.require_version("GstApp", "1.0")
 gi.require_version("GstVideo", "1.0")
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
-from gi.repository import GLib, Gst, GstApp, GstVideo  # noqa: E402
+from gi.repository import GLib, Gst, GstVideo  # noqa: E402
 
 Gst.init(None)
 
-__all__ = ["GLib", "Gst", "GstApp", "GstVideo", "element_available", "error_text", "mapped", "pending_error"]
+__all__ = ["GLib", "Gst", "GstVideo", "element_available", "error_text", "mapped", "pending_error"]
 
 
 def element_available(name: str) -> bool:

@@ -133,6 +133,9 @@ class DemandGate:
         self._next_pts = 0
         self.set_fps(fps)
 
+    def passed_count(self) -> int:
+        return self.passed
+
     def set_fps(self, fps: int) -> None:
         """Change the rate live (graceful degradation)."""
         self.fps = min(fps, self.source_fps)

@@ -116,6 +116,7 @@ class Service:
         self.link = CaptureLink(runtime.control, self._on_capture_instance)
         self.hubs: dict[str, FrameHub] = {}
         self.mjpeg: dict[str, MjpegOutput] = {}
+        kind: str
         try:
             kind = parse_source(cfg.source.uri).kind
         except SourceError:
@@ -274,7 +275,7 @@ class Service:
 
     def _degrader(self, pipeline: OutputPipeline) -> Degrader:
         """The degradation policy over this process's outputs, grouped and ordered by degrade.priority."""
-        groups = [Group(name, [Rated(label, b.fps, b.active, lambda b=b: b.gate.passed, b.set_fps)
+        groups = [Group(name, [Rated(label, b.fps, b.active, b.gate.passed_count, b.set_fps)
                                for label, b in branches]) for name, branches in self._by_priority()]
         dc = self.cfg.degrade
         entry = EntryCounters(lambda: pipeline.frames_in, lambda: pipeline.frames_entered,
@@ -365,7 +366,7 @@ class Service:
     def _push_placeholder(self, buf: object, capture_ns: int) -> None:
         pipeline = self.pipeline
         if pipeline is not None:
-            pipeline.push(buf, capture_ns, placeholder=True)  # type: ignore[arg-type]
+            pipeline.push(buf, capture_ns, placeholder=True)
 
     # -- controls and reload ----------------------------------------------------------------------------
 

@@ -39,11 +39,6 @@ class SourceSpec:
     location: str  # device path, file path, URL or pattern name
     fell_back: bool = False  # True when `auto` found no camera and chose the demo
 
-    @property
-    def is_live(self) -> bool:
-        """Live sources produce in real time; files and the demo are paced by the clock and loop."""
-        return self.kind not in ("file", "demo")
-
     def describe(self) -> str:
         return f"{self.kind}:{self.location}"
 

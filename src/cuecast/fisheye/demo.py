@@ -9,6 +9,7 @@ step: copy the background, draw the two moving balls. Pure OpenCV/numpy; the sou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -70,7 +71,7 @@ def moving_position(i: int, n: int) -> tuple[float, float]:
     return 0.6 * a * math.cos(t), b * 0.8 * math.sin(t)
 
 
-def _draw_table(canvas: np.ndarray, to_px: callable) -> None:  # type: ignore[valid-type]
+def _draw_table(canvas: np.ndarray, to_px: Callable[[float, float], tuple[int, int]]) -> None:
     hx, hy = TABLE_HALF
     canvas[:] = FLOOR_BGR
     cv2.rectangle(canvas, to_px(-hx - RAIL, -hy - RAIL), to_px(hx + RAIL, hy + RAIL), RAIL_BGR, -1, cv2.LINE_AA)
@@ -138,7 +139,7 @@ class DemoScene:
             # Local lens magnification for the radius (the ball is small: a circle is close enough).
             u2, _ = self.distorted_px(x + BALL_RADIUS, y)
             r = max(2, int(round(abs(u2 - u))))
-            yy, uu, vv = cv2.cvtColor(np.uint8([[ball.bgr]]), cv2.COLOR_BGR2YUV)[0, 0]
+            yy, uu, vv = cv2.cvtColor(np.array([[ball.bgr]], np.uint8), cv2.COLOR_BGR2YUV)[0, 0]
             # BT.601 full-range from cvtColor is close enough for two drawn balls.
             cv2.circle(y_plane, (int(round(u)), int(round(v))), r, int(yy), -1, cv2.LINE_AA)
             c = (int(round(u / 2)), int(round(v / 2)))

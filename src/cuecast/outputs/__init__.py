@@ -1,1 +1,2 @@
-"""Outputs hanging off the tee: shared memory (more to come: RTSP, MJPEG)."""
+"""The outputs: shared memory (the backend and the internal ring), MJPEG, the one H.264 encoder and what it
+feeds (RTSP, WebRTC, publishing, instant replay)."""

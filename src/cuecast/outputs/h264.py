@@ -1,8 +1,8 @@
 """The one H.264 encoder of the service and its fan-out to every H.264 consumer.
 
 Owns the encode branch (gated: the encoder sees no frame while no H.264 consumer exists) and the hub
-that hands the same encoded access units to each subscriber: RTSP clients now, WebRTC viewers and publish
-targets (RTMP, RTSP RECORD) later, without a second encoder. A subscriber starts on a key frame (one is
+that hands the same encoded access units to each subscriber (RTSP clients, WebRTC viewers, publish targets,
+the replay ring) without a second encoder. A subscriber starts on a key frame (one is
 requested when it joins) and one that falls behind skips to the next key frame instead of queueing.
 
 Runs entirely in GStreamer threads; subscribers' `push` must not block.

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from cuecast.gst import Gst
 from cuecast.pipeline import DemandGate, OutputPipeline, queue_name
@@ -194,7 +195,7 @@ class FrameHub:
             self.disconnect(c)
         self._new_frame.set()
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         return {
             "clients": len(self.clients),
             "max_clients": self.max_clients,

@@ -51,7 +51,6 @@ class RtspServer:
         self._media_count = 0
         self._feeds: dict[GstRtspServer.RTSPMedia, AppsrcFeed] = {}
         self.clients = 0
-        self.sessions_total = 0
         self._gone_frames = 0  # totals of the clients that left
         self._gone_bytes = 0
 
@@ -127,7 +126,6 @@ class RtspServer:
 
     def _on_new_session(self, _client: GstRtspServer.RTSPClient, session: GstRtspServer.RTSPSession) -> None:
         session.set_timeout(self.session_timeout)
-        self.sessions_total += 1
 
     def _on_media_configure(self, _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
         appsrc = media.get_element().get_by_name_recurse_up("h264src")

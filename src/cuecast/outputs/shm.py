@@ -66,7 +66,7 @@ def pid_alive(pid: int) -> bool:
 
 def clean_leaked_segments(shm_dir: Path = SHM_DIR) -> list[Path]:
     """Remove shmsink segments (/dev/shm/shmpipe.PID.N) whose producer process is gone."""
-    removed = []
+    removed: list[Path] = []
     try:
         names = os.listdir(shm_dir)
     except OSError:

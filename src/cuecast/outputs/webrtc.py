@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import gi
 
@@ -294,6 +295,7 @@ class WebRtcOutput:
                 a.link(b)
             for el in reversed(elements):
                 el.sync_state_with_parent()
+            assert self._au_tee is not None  # set in start()
             au_pad = self._au_tee.request_pad_simple("src_%u")
             au_pad.link(elements[0].get_static_pad("sink"))
             pay = self._payloaders[pt] = _Payloader(pt, elements, au_pad)
@@ -443,7 +445,7 @@ class WebRtcOutput:
     def bytes_sent(self) -> int:
         return self._feed.bytes if self._feed is not None else 0
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         now = time.monotonic()
         sessions = self._session_list()
         with self._lock:

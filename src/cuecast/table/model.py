@@ -123,8 +123,8 @@ def table_from_dict(doc: Any, where: str) -> TableGeometry:
     if corners.shape != (4, 2) or not np.isfinite(corners).all():
         raise TableError(f"{where}: corners must be 4 [x, y] pairs ({', '.join(CORNER_NAMES)})")
     try:
-        size = tuple(float(v) for v in doc.get("size_mm"))
-        image = tuple(int(v) for v in doc.get("image_size"))
+        size = tuple(float(v) for v in doc.get("size_mm") or ())
+        image = tuple(int(v) for v in doc.get("image_size") or ())
     except (TypeError, ValueError):
         raise TableError(f"{where}: size_mm must be [W, H] in mm and image_size [width, height]") from None
     if len(size) != 2 or not all(100 <= v <= 10_000 for v in size):

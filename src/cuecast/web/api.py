@@ -461,7 +461,7 @@ def create_app(service: Service) -> FastAPI:
                 raise HTTPException(422, "give the table's size: size (7ft, 8ft, 9ft, WxH in mm) or size_mm")
             corners = tuple((c[0], c[1]) for c in update.corners)
             image = (update.image_size[0], update.image_size[1]) if update.image_size else (src.width, src.height)
-            return TableGeometry(corners, size, image)  # type: ignore[arg-type]
+            return TableGeometry(corners, size, image)
         except TableError as e:
             raise HTTPException(422, str(e)) from None
 
@@ -580,7 +580,7 @@ def create_app(service: Service) -> FastAPI:
         if exc.status_code == 405:
             # Starlette lists only one route's methods; list every method this path supports.
             methods = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.path == request.url.path
-                              for m in r.methods})
+                              for m in r.methods or ()})
             headers["Allow"] = ", ".join(methods)
         if request.url.path.startswith("/whep/"):
             headers.update(WHEP_CORS)  # a WHEP player on another origin must be able to read the reason

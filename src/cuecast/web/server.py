@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 import uvicorn
+from starlette.types import ASGIApp
 
 from cuecast.child import Heartbeat, Runtime, listen_fds
 from cuecast.config import Config, ConfigError, load_config
@@ -57,7 +58,7 @@ class ServerDied(Exception):
     """A server stopped while the service was running: exit 1 (the supervisor starts a new process)."""
 
 
-def _uvicorn(app: object, header_timeout: float) -> _Server:
+def _uvicorn(app: ASGIApp, header_timeout: float) -> _Server:
     protocol = type("CuecastHttpProtocol", (DeadlineHttpProtocol,), {"header_timeout": header_timeout})
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
@@ -118,7 +119,7 @@ async def _cpu_sampler(service: Service) -> None:
         service.cpu_percent = proc.cpu_percent(None)
 
 
-def _listeners(cfg: Config, service: Service, token: str | None) -> list[tuple[str, socket.socket, object]]:
+def _listeners(cfg: Config, service: Service, token: str | None) -> list[tuple[str, socket.socket, ASGIApp]]:
     """(name, listening socket, ASGI app) for the API and each MJPEG port; the sockets are the supervisor's
     when it handed them over, else bound here."""
     fds = listen_fds()
@@ -130,12 +131,12 @@ def _listeners(cfg: Config, service: Service, token: str | None) -> list[tuple[s
             return s
         return bind_tcp(cfg.http.bind, port, key)
 
-    def guarded(app: object, stream_server: bool) -> Guard:
+    def guarded(app: ASGIApp, stream_server: bool) -> Guard:
         return Guard(app, token=token, protect_streams=cfg.auth.protect_streams, stream_server=stream_server,
                      max_connections=cfg.http.max_connections, max_per_ip=cfg.http.max_connections_per_ip,
                      max_query_bytes=cfg.http.max_query_bytes, allowed_hosts=cfg.http.allowed_hosts)
 
-    out: list[tuple[str, socket.socket, object]] = []
+    out: list[tuple[str, socket.socket, ASGIApp]] = []
     if cfg.http.enabled:
         app = guarded(with_limits(create_app(service), service), stream_server=False)
         out.append(("API", sock_for("http.port", cfg.http.port), app))
@@ -172,8 +173,12 @@ async def serve(cfg: Config, runtime: Runtime, config_path: Path | None, overrid
         raise FatalStartup(str(e)) from None
 
     stop = asyncio.Event()
+    def on_stop_signal(sig: signal.Signals) -> None:
+        log.info("received %s, stopping", sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: (log.info("received %s, stopping", s.name), stop.set()))
+        loop.add_signal_handler(sig, on_stop_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, reload_config, service)
 
     servers: list[_Server] = []
