@@ -213,3 +213,57 @@ def test_viewer_falls_back_to_mjpeg_and_reconnects_webrtc(tmp_path: Path, browse
     finally:
         svc.terminate()
         svc.close()
+
+
+def test_whep_open_close_storm_leaves_no_session_and_no_deadlock(tmp_path: Path, browser: Browser) -> None:
+    """Six clients open and close WHEP sessions as fast as they can for 6 s (with the viewer limit hit, deletes
+    racing the connect timeout): the API keeps answering, no session is left behind, and a real viewer plays
+    afterwards."""
+    import concurrent.futures
+
+    env, ports = http_env(CUECAST_WEBRTC__MAX_VIEWERS="4", CUECAST_WEBRTC__CONNECT_TIMEOUT="2")
+    svc = ServiceProcess(["--source", "test:ball", "--width", "640", "--height", "360", "--shm-socket",
+                          str(tmp_path / "sock")], tmp_path / "service.log", env=env)
+    api = f"http://127.0.0.1:{ports['api']}"
+    sdp = {"content-type": "application/sdp"}
+    try:
+        wait_http(f"{api}/healthz")
+        browser.goto(f"{api}/healthz")
+        offer = browser.eval(OFFER_JS % "null")
+
+        def storm(_: int) -> dict[int, int]:
+            seen: dict[int, int] = {}
+            end = time.monotonic() + 6
+            with httpx.Client(timeout=15) as c:
+                while time.monotonic() < end:
+                    r = c.post(f"{api}/whep/high", content=offer, headers=sdp)
+                    seen[r.status_code] = seen.get(r.status_code, 0) + 1
+                    if r.status_code == 201:
+                        d = c.delete(f"{api}{r.headers['location']}")
+                        seen[d.status_code] = seen.get(d.status_code, 0) + 1
+            return seen
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            runs = pool.map(storm, range(6))
+            slowest = 0.0
+            for _ in range(10):  # the API answers throughout
+                t0 = time.monotonic()
+                assert httpx.get(f"{api}/api/status", timeout=10).status_code == 200
+                slowest = max(slowest, time.monotonic() - t0)
+                time.sleep(0.5)
+            totals: dict[int, int] = {}
+            for seen in runs:
+                for k, v in seen.items():
+                    totals[k] = totals.get(k, 0) + v
+        assert totals.get(201, 0) >= 10, totals
+        assert set(totals) <= {200, 201, 404, 503}, totals  # 404: the connect timeout won the race
+        assert slowest < 5, f"/api/status took {slowest:.1f} s during the storm"
+        wait_viewers(api, 0, timeout=10)
+        assert "Traceback" not in svc.log()
+
+        # A real viewer plays afterwards.
+        browser.goto(f"{api}/?mode=webrtc")
+        browser.wait_for(f"{INBOUND_JS}.then(s => s && s.decoded > 10 && s)", timeout=30)
+    finally:
+        svc.terminate()
+        svc.close()
