@@ -7,14 +7,17 @@ Needs no GStreamer.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CUECAST_"
 ENV_CONFIG = "CUECAST_CONFIG"
@@ -149,26 +152,36 @@ class RtspUser(_Model):
     password: str = Field(min_length=1)
 
 
-class RtspConfig(_Model):
-    """H.264 over RTSP from one shared encoder that runs only while someone watches."""
+class H264Config(_Model):
+    """The one H.264 encoder, shared by RTSP, WebRTC, publishing and replay; it runs only while one of them
+    needs it."""
 
-    enabled: bool = True
-    view: View = Field("camera", description=VIEW_HELP + " (the one H.264 encoder: RTSP, WebRTC, publishing)")
-    bind: str = Field("0.0.0.0", description="127.0.0.1: this machine only; 0.0.0.0: the whole LAN")
-    port: int = Field(8554, ge=1, le=65535)
-    mount: str = Field("/high", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    view: View = Field("camera", description=VIEW_HELP)
     width: int | None = Field(None, ge=64, le=7680, description="default: the source width")
     height: int | None = Field(None, ge=48, le=4320, description="default: the source height")
     fps: int = Field(30, ge=1, le=120)
     bitrate_kbps: int = Field(4000, ge=100, le=100_000)
     keyframe_interval: int = Field(30, ge=1, le=600, description="frames between key frames")
     encoder: Literal["auto", "x264", "openh264", "v4l2", "vaapi", "nvenc"] = "auto"
+
+
+# Keys that lived under rtsp: before the h264: section existed; a config that still has them keeps loading.
+MOVED_TO_H264 = tuple(H264Config.model_fields)
+
+
+class RtspConfig(_Model):
+    """RTSP playback of the H.264 stream (h264:)."""
+
+    enabled: bool = True
+    bind: str = Field("0.0.0.0", description="127.0.0.1: this machine only; 0.0.0.0: the whole LAN")
+    port: int = Field(8554, ge=1, le=65535)
+    mount: str = Field("/high", pattern=r"^/[A-Za-z0-9._~/-]*$")
     session_timeout: int = Field(60, ge=5, le=3600, description="seconds before a silent client is removed")
     users: list[RtspUser] = Field(default_factory=list, description="basic auth; empty: no authentication")
 
 
 class WebRtcConfig(_Model):
-    """WebRTC playback of the H.264 stream (WHEP: POST /whep/high on the API port), from the RTSP encoder."""
+    """WebRTC playback of the H.264 stream (WHEP: POST /whep/high on the API port), from the h264: encoder."""
 
     enabled: bool = True
     max_viewers: int = Field(4, ge=1, le=100, description="more get 503")
@@ -207,8 +220,8 @@ class ReplayConfig(_Model):
     max_bytes: int = Field(2 * 2**30, ge=2**20, le=2**42, description="the oldest go beyond this many bytes")
 
 
-OutputGroup = Literal["shm", "rtsp", "mjpeg"]
-DEFAULT_PRIORITY: tuple[OutputGroup, ...] = ("shm", "rtsp", "mjpeg")
+OutputGroup = Literal["shm", "h264", "mjpeg"]
+DEFAULT_PRIORITY: tuple[OutputGroup, ...] = ("shm", "h264", "mjpeg")
 
 
 class DegradeConfig(_Model):
@@ -217,7 +230,7 @@ class DegradeConfig(_Model):
     enabled: bool = True
     priority: list[OutputGroup] = Field(
         default_factory=lambda: list(DEFAULT_PRIORITY),
-        description="highest first; the first is never lowered; rtsp covers every H.264 output")
+        description="highest first; the first is never lowered; h264 covers every H.264 output")
     min_fps: int = Field(5, ge=1, le=60, description="no output is lowered below this")
     recover_after: float = Field(10.0, ge=2, le=600, description="seconds without lag before a rate goes back up")
     thread_priorities: bool = Field(True, description="run lower-priority outputs' threads at a higher niceness "
@@ -226,8 +239,8 @@ class DegradeConfig(_Model):
     @field_validator("priority")
     @classmethod
     def _all_once(cls, v: list[str]) -> list[str]:
-        if sorted(v) != ["mjpeg", "rtsp", "shm"]:
-            raise ValueError("list shm, rtsp and mjpeg, each once, highest priority first")
+        if sorted(v) != ["h264", "mjpeg", "shm"]:
+            raise ValueError("list shm, h264 and mjpeg, each once, highest priority first")
         return v
 
 
@@ -299,6 +312,7 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
     mjpeg: MjpegConfig = MjpegConfig()
+    h264: H264Config = H264Config()
     rtsp: RtspConfig = RtspConfig()
     webrtc: WebRtcConfig = WebRtcConfig()
     degrade: DegradeConfig = DegradeConfig()
@@ -316,8 +330,8 @@ class Config(_Model):
         if self.auth.protect_streams and self.auth.token is None and self.auth.token_file is None:
             raise ValueError("auth.protect_streams needs auth.token or auth.token_file: without a token nothing "
                              "can be protected")
-        if (self.rtsp.width is None) != (self.rtsp.height is None):
-            raise ValueError("rtsp.width and rtsp.height must be set together (or both left out)")
+        if (self.h264.width is None) != (self.h264.height is None):
+            raise ValueError("h264.width and h264.height must be set together (or both left out)")
         ports: dict[int, str] = {}
         named = [("http.port", self.http.port if self.http.enabled else None)]
         named.append(("rtsp.port", self.rtsp.port if self.rtsp.enabled else None))
@@ -343,7 +357,7 @@ class Config(_Model):
         out.update({f"mjpeg_{q}": getattr(self.mjpeg, q).view for q in ("low", "medium", "high")
                     if getattr(self.mjpeg, q).enabled})
         if self.h264_wanted:
-            out["h264"] = self.rtsp.view
+            out["h264"] = self.h264.view
         return out
 
     @property
@@ -353,9 +367,9 @@ class Config(_Model):
                 or any(t.enabled for t in self.publish))
 
     @property
-    def rtsp_size(self) -> tuple[int, int]:
-        if self.rtsp.width is not None and self.rtsp.height is not None:
-            return self.rtsp.width, self.rtsp.height
+    def h264_size(self) -> tuple[int, int]:
+        if self.h264.width is not None and self.h264.height is not None:
+            return self.h264.width, self.h264.height
         return self.source.width, self.source.height
 
 
@@ -376,13 +390,13 @@ def live_key(path: str) -> str | None:
     """The live-changeable key covering a key path ("controls" for "controls.brightness"), or None."""
     model: type[BaseModel] | None = Config
     for i, part in enumerate(path.split(".")):
-        field = model.model_fields.get(part) if model is not None else None
-        if field is None:
+        info = model.model_fields.get(part) if model is not None else None
+        if info is None:
             return None
-        extra = field.json_schema_extra
+        extra = info.json_schema_extra
         if isinstance(extra, dict) and extra.get("live"):
             return ".".join(path.split(".")[: i + 1])
-        ann = field.annotation
+        ann = info.annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
     return None
 
@@ -404,6 +418,7 @@ def reload_plan(old: Config, new: Config) -> tuple[list[str], list[str]]:
 class LoadedConfig:
     config: Config
     path: Path | None  # the file it came from, None for built-in defaults
+    warnings: list[str] = field(default_factory=list)  # old key names that still work, and their new names
 
 
 def find_config_file(cli_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
@@ -546,12 +561,39 @@ def load_config(
                 lines[tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__"))] = f"from {name}"
     # Start from the full defaults so a partial section (mjpeg.low: {port: 9000}) keeps that section's
     # own defaults (640x480@15) instead of the field defaults of its model.
+    warnings = _migrate(data, origin, lines) + _migrate(env_data, "the environment", lines)
+    for w in warnings:
+        log.warning("%s", w)
     merged = _merge(_merge(_merge(Config().model_dump(), data), env_data), overrides or {})
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, origin, lines)) from None
-    return LoadedConfig(cfg, file)
+    return LoadedConfig(cfg, file, warnings)
+
+
+def _migrate(data: dict[str, Any], origin: str, lines: dict[tuple[str, ...], str]) -> list[str]:
+    """Rename keys of earlier versions in place (rtsp.fps -> h264.fps, degrade.priority's rtsp -> h264);
+    returns one warning per renamed key."""
+    warnings = []
+    rtsp = data.get("rtsp")
+    if isinstance(rtsp, dict):
+        for key in MOVED_TO_H264:
+            if key in rtsp:
+                h264 = data.setdefault("h264", {})
+                if isinstance(h264, dict) and key not in h264:
+                    h264[key] = rtsp[key]
+                    if ("rtsp", key) in lines:
+                        lines[("h264", key)] = lines[("rtsp", key)]
+                del rtsp[key]
+                warnings.append(f"{origin}: rtsp.{key} is now h264.{key} (the encoder RTSP, WebRTC, publishing and "
+                                "replay share); it still works, rename it")
+    degrade = data.get("degrade")
+    if isinstance(degrade, dict) and isinstance(degrade.get("priority"), list) and "rtsp" in degrade["priority"]:
+        degrade["priority"] = ["h264" if p == "rtsp" else p for p in degrade["priority"]]
+        warnings.append(f"{origin}: degrade.priority names rtsp; it is now h264 (every H.264 output); it still "
+                        "works, rename it")
+    return warnings
 
 
 def save_controls(path: Path, controls: ControlsConfig) -> None:

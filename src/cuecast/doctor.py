@@ -194,7 +194,7 @@ def check_encoders(cfg: Config) -> Iterator[Finding]:
     users = [name for name, on in (("RTSP", cfg.rtsp.enabled), ("WebRTC", cfg.webrtc.enabled),
                                    ("publishing", any(t.enabled for t in cfg.publish))) if on]
     try:
-        kind, why = choose(cfg.rtsp.encoder)
+        kind, why = choose(cfg.h264.encoder)
         yield Finding("OK", f"H.264 encoder {kind.element} ({why}) for {', '.join(users)}")
     except EncoderError as e:
         yield Finding("FAIL", f"{e} (needed for {', '.join(users)})")
@@ -211,7 +211,7 @@ def cpu_estimate(cfg: Config, mjpeg_source: bool = True) -> float:
         ms += COST_MS["bgr"] * scale * fps
     ms += COST_MS["ring"] * scale * fps  # the hand-over to the streaming process, while people watch
     if cfg.h264_wanted:
-        ms += COST_MS["x264"] * scale * cfg.rtsp.fps
+        ms += COST_MS["x264"] * scale * cfg.h264.fps
     for q, key in (("medium", "jpeg720"), ("low", "jpeg480"), ("high", "jpeg720")):
         qc = getattr(cfg.mjpeg, q)
         if qc.enabled:

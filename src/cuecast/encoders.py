@@ -96,11 +96,11 @@ def choose(configured: str) -> tuple[EncoderKind, str]:
         for name in names:
             p = probe(BY_NAME[name])
             if p.works:
-                return p.kind, f"configured rtsp.encoder={configured}"
+                return p.kind, f"configured h264.encoder={configured}"
             reasons.append(f"{p.kind.element}: {p.detail}")
         raise EncoderError(
-            f"rtsp.encoder={configured} is not available: {'; '.join(reasons)}. Install "
-            f"{BY_NAME[names[0]].package}, or set rtsp.encoder: auto"
+            f"h264.encoder={configured} is not available: {'; '.join(reasons)}. Install "
+            f"{BY_NAME[names[0]].package}, or set h264.encoder: auto"
         )
     skipped = []
     for name in AUTO_ORDER:

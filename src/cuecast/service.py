@@ -202,15 +202,15 @@ class Service:
         branches: list[Branch] = [*self.mjpeg.values()]
         if self.h264_wanted:
             try:
-                self.encoder, self.encoder_reason = choose(cfg.rtsp.encoder)
+                self.encoder, self.encoder_reason = choose(cfg.h264.encoder)
             except EncoderError as e:
                 raise StartupError(str(e)) from None
             log.info("H.264 encoder: %s (%s)", self.encoder.element, self.encoder_reason)
-            w, h = cfg.rtsp_size
-            if cfg.rtsp.view == "table" and (cfg.rtsp.width is None):
+            w, h = cfg.h264_size
+            if cfg.h264.view == "table" and (cfg.h264.width is None):
                 w, h = self._output_size("table", w, h)
-            self.h264 = H264Output(self.encoder, w, h, cfg.rtsp.fps, cfg.rtsp.bitrate_kbps,
-                                   cfg.rtsp.keyframe_interval, cfg.source.fps, self.h264_hub, cfg.rtsp.view)
+            self.h264 = H264Output(self.encoder, w, h, cfg.h264.fps, cfg.h264.bitrate_kbps,
+                                   cfg.h264.keyframe_interval, cfg.source.fps, self.h264_hub, cfg.h264.view)
             branches.append(self.h264)
         self._set_thread_priorities()
         src = cfg.source
@@ -267,7 +267,7 @@ class Service:
         Shared memory is in the capture process, always first: its group here is empty (never lowered)."""
         groups: dict[str, list[tuple[str, H264Output | MjpegOutput]]] = {
             "shm": [],
-            "rtsp": [("h264", self.h264)] if self.h264 else [],
+            "h264": [("h264", self.h264)] if self.h264 else [],
             "mjpeg": [(f"mjpeg_{q}", out) for q, out in self.mjpeg.items()],
         }
         order = ["shm", *[n for n in self.cfg.degrade.priority if n != "shm"]]
@@ -472,10 +472,10 @@ class Service:
                 **{k: v for k, v in st.items() if k not in ("clients", "fps", "frames_sent", "frames_dropped",
                                                              "bytes_sent")})
         hub264 = self.h264_hub
-        w, h = self.cfg.rtsp_size
+        w, h = self.cfg.h264_size
         enc: dict[str, Any] = {"encoder": self.encoder.element, "encoder_reason": self.encoder_reason,
                                "encoding": hub264.demand, "consumers": hub264.subscribers, "width": w, "height": h,
-                               "fps_configured": self.cfg.rtsp.fps, "frames_encoded": hub264.frames,
+                               "fps_configured": self.cfg.h264.fps, "frames_encoded": hub264.frames,
                                "keyframes": hub264.keyframes, "bytes_encoded": hub264.bytes} if self.encoder else {}
         out["h264"] = output_entry(self.encoder is not None, hub264.subscribers, self._rates["h264"].fps,
                                    hub264.frames, hub264.dropped, hub264.bytes, **enc)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers.service import ServiceProcess, http_env, wait_http
 
-GOP_S = 1.0  # rtsp.keyframe_interval 30 at 30 fps
+GOP_S = 1.0  # h264.keyframe_interval 30 at 30 fps
 
 
 def start(tmp_path: Path, clips: Path, *args: str, name: str = "svc", **env: str) -> tuple[ServiceProcess, str]:

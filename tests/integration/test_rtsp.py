@@ -197,7 +197,9 @@ def test_missing_encoder_is_a_startup_error_naming_the_package(tmp_path: Path) -
     e, _ = http_env(CUECAST_RTSP__ENCODER="nvenc")
     svc = ServiceProcess(["--source", "test:ball", "--shm-socket", str(tmp_path / "s")], tmp_path / "l", env=e)
     assert svc.proc.wait(timeout=30) == 2
-    assert "rtsp.encoder=nvenc is not available" in svc.log() and "gstreamer1.0-plugins-bad" in svc.log()
+    assert "h264.encoder=nvenc is not available" in svc.log() and "gstreamer1.0-plugins-bad" in svc.log()
+    # The key's earlier name still works, with a warning naming the new one.
+    assert "rtsp.encoder is now h264.encoder" in svc.log()
     svc.close()
 
 

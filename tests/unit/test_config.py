@@ -117,3 +117,20 @@ def test_two_servers_on_one_port_is_refused(tmp_path: Path) -> None:
     f.write_text("http:\n  port: 8001\n")
     with pytest.raises(ConfigError, match="both use port 8001"):
         load_config(f, env={})
+
+
+def test_encoder_keys_under_rtsp_still_load_with_a_warning(tmp_path: Path) -> None:
+    """Configs written before the h264: section keep working; each old key is named with its new name."""
+    cfg_file = tmp_path / "old.yaml"
+    cfg_file.write_text("rtsp:\n  port: 9554\n  fps: 15\n  bitrate_kbps: 2000\n"
+                        "degrade:\n  priority: [shm, rtsp, mjpeg]\n")
+    loaded = load_config(cfg_file, env={"CUECAST_RTSP__ENCODER": "x264"})
+    cfg = loaded.config
+    assert (cfg.h264.fps, cfg.h264.bitrate_kbps, cfg.h264.encoder, cfg.rtsp.port) == (15, 2000, "x264", 9554)
+    assert cfg.degrade.priority == ["shm", "h264", "mjpeg"]
+    text = "\n".join(loaded.warnings)
+    for old, new in (("rtsp.fps", "h264.fps"), ("rtsp.bitrate_kbps", "h264.bitrate_kbps"),
+                     ("rtsp.encoder", "h264.encoder")):
+        assert f"{old} is now {new}" in text
+    assert "degrade.priority names rtsp" in text
+    assert load_config(None, env={}).warnings == []

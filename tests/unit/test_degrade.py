@@ -29,7 +29,7 @@ class Sim:
         self.pushed = self.entered = 0
         outs = {n: Rated(n, f, lambda: True, lambda n=n: self.counts[n], lambda v, n=n: self.fps.__setitem__(n, v))
                 for n, f in self.fps.items()}
-        self.groups = [Group("shm", [outs["shm"]]), Group("rtsp", [outs["h264"]]),
+        self.groups = [Group("shm", [outs["shm"]]), Group("h264", [outs["h264"]]),
                        Group("mjpeg", [outs["mjpeg medium"], outs["mjpeg low"]])]
         self.d = Degrader(self.groups, EntryCounters(lambda: self.pushed, lambda: self.entered, lambda: 0),
                           min_fps=5, recover_after=10)
