@@ -39,6 +39,8 @@ from bench.common import (
     start_service,
     stop,
     table,
+    wait_for,
+    wait_port,
     write_report,
 )
 from cuecast.fisheye.demo import demo_calibration_path
@@ -65,25 +67,6 @@ def finish(proc: subprocess.Popen[str]) -> dict[str, object]:
 
 def p50_p99(values: list[float]) -> str:
     return f"{percentile(values, 50):.1f} / {percentile(values, 99):.1f}" if values else "-"
-
-
-def wait_path(path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear")
-        time.sleep(0.05)
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"port {port} not open")
 
 
 class Load:
@@ -121,7 +104,7 @@ def anchor(camera: LensTimecodeCamera, tmp: Path) -> dict[str, object]:
          "video/x-raw,format=BGR", "!", "shmsink", f"socket-path={sock}", "wait-for-connection=false",
          "sync=false", f"shm-size={W * H * 3 * 8}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_path(sock)
+        wait_for(sock, 30)
         time.sleep(2)
         return finish(reader(sock, WINDOW_S, "raw"))
     finally:
@@ -141,7 +124,7 @@ def cuecast_rows(camera: LensTimecodeCamera, tmp: Path) -> dict[str, object]:
             args.append("--no-fisheye")
         proc = start_service(*args, env_extra=service_env(ports), log=tmp / f"cc-{fisheye}.log")
         try:
-            wait_path(sock)
+            wait_for(sock, 30)
             wait_port(ports[0])
             time.sleep(2)
             res[f"idle_{fisheye}"] = finish(reader(sock, WINDOW_S, "corrected" if fisheye else "raw"))
@@ -201,7 +184,7 @@ def capture_rows(tmp: Path) -> dict[str, object]:
                          str(sock), env_extra=service_env(ports), log=tmp / "clip.log")
     res: dict[str, object] = {}
     try:
-        wait_path(sock)
+        wait_for(sock, 30)
         wait_port(ports[0])
         time.sleep(2)
         res["idle"] = finish(reader(sock, WINDOW_S, "none"))
@@ -239,7 +222,7 @@ def baseline_cpu(tmp: Path) -> dict[str, object] | None:
     proc = start_service("--source", str(CLIP), "--calibration", str(demo_calibration_path()), "--shm-socket",
                          str(sock), env_extra=env, log=tmp / "baseline.log")
     try:
-        wait_path(sock)
+        wait_for(sock, 30)
         wait_port(ports[0])
         consumer = reader(sock, LOAD_WINDOW_S + 8, "none")
         load = Load(ports, LOAD_WINDOW_S + 6)

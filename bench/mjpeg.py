@@ -26,6 +26,7 @@ from bench.common import (
     stop,
     stop_all,
     table,
+    wait_port,
     write_report,
 )
 
@@ -34,17 +35,6 @@ WARMUP_S = 3
 CLIENT_COUNTS = (0, 1, 5, 10, 20)
 NAIVE_COUNTS = (1, 5, 10)  # 20 per-client encodes of 720p30 do not fit two cores at all
 CLIP = Path(tempfile.gettempdir()) / "cuecast-bench-1080p30-mjpeg.mkv"
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"port {port} not listening")
 
 
 def measure_latency(port: int, seconds: float) -> tuple[list[float], float]:

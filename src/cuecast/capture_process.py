@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from cuecast import __version__, native
-from cuecast.child import Heartbeat, Runtime, die_with_supervisor, runtime_from_env, set_priority
+from cuecast.child import Heartbeat, Runtime, set_priority, start_worker
 from cuecast.config import Config, ConfigError, ControlsConfig, load_config, reload_plan
 from cuecast.control import ControlError, ControlServer
 from cuecast.fisheye.maps import Maps, build_maps
@@ -492,13 +492,9 @@ def main() -> int:
     """`python -m cuecast _capture`: run until SIGTERM; exit 2 for problems a person must fix."""
     from cuecast.cli import EXIT_BAD_INPUT, EXIT_OK, setup_logging
 
-    die_with_supervisor()
-    runtime = runtime_from_env()
-    config_path, overrides = runtime.read_origin()
-    try:
-        cfg = load_config(config_path, overrides=overrides).config
-    except ConfigError as e:
-        print(f"cuecast: error: {e}", file=sys.stderr, flush=True)
+    start = start_worker()
+    runtime, cfg, config_path, overrides = start.runtime, start.config, start.config_path, start.overrides
+    if cfg is None:
         return EXIT_BAD_INPUT
     setup_logging(cfg.log.level, cfg.log.format, role="capture")
     priority = set_priority(cfg.priority.capture_nice, cfg.priority.realtime)  # before any thread starts

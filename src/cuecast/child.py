@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cuecast.config import Config, ConfigError, load_config
+
 log = logging.getLogger(__name__)
 
 ENV_RUNTIME = "_CUECAST_RUNTIME_DIR"  # not CUECAST_*: that prefix is for config keys
@@ -74,6 +76,29 @@ def runtime_from_env() -> Runtime:
     if not path:
         sys.exit("cuecast: error: this command is started by `cuecast serve`, not by hand")
     return Runtime(Path(path))
+
+
+@dataclass
+class WorkerStart:
+    """What a worker starts from: the runtime directory and the config the supervisor was started with."""
+
+    runtime: Runtime
+    config: Config | None  # None: it no longer loads (the reason is on stderr)
+    config_path: Path | None
+    overrides: dict[str, Any]
+
+
+def start_worker() -> WorkerStart:
+    """A worker's first steps: die with the supervisor, find the runtime directory, load the config."""
+    die_with_supervisor()
+    runtime = runtime_from_env()
+    config_path, overrides = runtime.read_origin()
+    try:
+        cfg: Config | None = load_config(config_path, overrides=overrides).config
+    except ConfigError as e:
+        print(f"cuecast: error: {e}", file=sys.stderr, flush=True)
+        cfg = None
+    return WorkerStart(runtime, cfg, config_path, overrides)
 
 
 def die_with_supervisor() -> None:

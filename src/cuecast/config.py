@@ -598,30 +598,17 @@ def _migrate(data: dict[str, Any], origin: str, lines: dict[tuple[str, ...], str
 
 def save_controls(path: Path, controls: ControlsConfig) -> None:
     """Write the `controls:` section into a config file, keeping its comments and everything else."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-    rt = YAML()
-    rt.preserve_quotes = True
-    data = rt.load(path.read_text()) if path.exists() else None
-    if data is None:
-        data = CommentedMap()
-    section = data.get("controls")
-    if not isinstance(section, dict):
-        section = CommentedMap()
-        data["controls"] = section
-    for key, value in controls.model_dump().items():
-        section[key] = value
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        rt.dump(data, f)
-    if path.exists():
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-    os.replace(tmp, path)
+    _save_section(path, "controls", controls.model_dump())
 
 
 def save_table_path(path: Path, table_path: Path) -> None:
     """Write `table.calibration: TABLE_PATH` into a config file, keeping its comments and everything else."""
+    _save_section(path, "table", {"calibration": str(table_path)})
+
+
+def _save_section(path: Path, name: str, values: Mapping[str, Any]) -> None:
+    """Set keys of one section in a config file (made if missing), keeping its comments and the rest; written
+    to a temporary file and renamed, with the file's permissions."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
@@ -630,11 +617,12 @@ def save_table_path(path: Path, table_path: Path) -> None:
     data = rt.load(path.read_text()) if path.exists() else None
     if data is None:
         data = CommentedMap()
-    section = data.get("table")
+    section = data.get(name)
     if not isinstance(section, dict):
         section = CommentedMap()
-        data["table"] = section
-    section["calibration"] = str(table_path)
+        data[name] = section
+    for key, value in values.items():
+        section[key] = value
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         rt.dump(data, f)

@@ -222,16 +222,12 @@ def main() -> int:
     """`python -m cuecast _stream`: the streaming process, started by `cuecast serve`."""
     import os
 
-    from cuecast.child import die_with_supervisor, runtime_from_env, set_priority
+    from cuecast.child import set_priority, start_worker
     from cuecast.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, setup_logging
 
-    die_with_supervisor()
-    runtime = runtime_from_env()
-    config_path, overrides = runtime.read_origin()
-    try:
-        cfg = load_config(config_path, overrides=overrides).config
-    except ConfigError as e:
-        print(f"cuecast: error: {e}", file=sys.stderr, flush=True)
+    start = start_worker()
+    runtime, cfg, config_path, overrides = start.runtime, start.config, start.config_path, start.overrides
+    if cfg is None:
         return EXIT_BAD_INPUT
     setup_logging(cfg.log.level, cfg.log.format, role="streaming")
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
