@@ -1,4 +1,9 @@
-"""Bench helpers: start the real service, sample a process's CPU and RSS, print and write tables."""
+"""Bench helpers: start the real service, sample a process's CPU and RSS, print and write tables.
+
+`make bench` runs every scenario at full length into bench/results/. `CUECAST_BENCH_QUICK=1` runs each for a
+few seconds (what `make test` does, so a broken bench fails CI: tests/integration/test_bench_quick.py) and
+`CUECAST_BENCH_RESULTS=DIR` writes the tables there instead.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import psutil
@@ -22,7 +28,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cuecast.ports import free_ports  # noqa: F401 - re-exported for the benches
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("CUECAST_BENCH_RESULTS") or Path(__file__).parent / "results")
+QUICK = os.environ.get("CUECAST_BENCH_QUICK") == "1"
+
+
+def window(full: float, quick: float = 3) -> float:
+    """A measuring window (or a count): `full` in `make bench`, `quick` in the quick form."""
+    return quick if QUICK else full
+
+
+def gap_around(arrivals_ms: Sequence[float], t_event: float, t_end: float) -> float:
+    """The backend's longest wait (ms) from one second before an event (CLOCK_MONOTONIC s) to t_end: between
+    consecutive frames, and from the last frame to t_end, so frames that stop for good count as one long gap
+    (not as no gap at all)."""
+    t0, t1 = (t_event - 1) * 1000, t_end * 1000
+    before = [t for t in arrivals_ms if t < t0]
+    inside = [t for t in arrivals_ms if t0 <= t <= t1]
+    times = before[-1:] + inside
+    if not times:
+        return float("inf")
+    return max([b - a for a, b in zip(times, times[1:], strict=False)] + [t1 - times[-1]])
 
 
 def start_service(*args: str, log: Path | None = None, env_extra: dict[str, str] | None = None
@@ -122,10 +147,33 @@ def write_report(name: str, title: str, body: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.md"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    text = f"## {title}\n\n_measured {stamp} on {os.cpu_count()} cores_\n\n{body}\n"
+    stamp += f", commit {commit()}"
+    text = f"## {title}\n\n_measured {stamp} on {machine()}{' (quick form)' if QUICK else ''}_\n\n{body}\n"
     path.write_text(text)
     print(text, flush=True)
     return path
+
+
+def commit() -> str:
+    """The commit measured (with -dirty when the checkout has changes)."""
+    root = Path(__file__).resolve().parents[1]
+    rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True)
+    return (rev.stdout.strip() or "unknown") + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def machine() -> str:
+    """The machine a result comes from, in a few words: cores, CPU model, memory."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = " ".join(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores{', ' + model if model else ''}, {psutil.virtual_memory().total / 2**30:.0f} GiB"
 
 
 def make_mjpeg_clip(path: Path, seconds: int = 10, size: str = "1920x1080", fps: int = 30) -> Path:
@@ -167,10 +215,10 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
 
 
-def save_plot(name: str, draw: object) -> str:
+def save_plot(name: str, draw: Callable[[Any], None]) -> str:
     """Call draw(ax) on a fresh figure and save bench/results/NAME.png; returns a Markdown image line."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    draw(ax)  # type: ignore[operator]
+    draw(ax)
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / f"{name}.png", dpi=80)

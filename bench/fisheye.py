@@ -12,7 +12,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.common import cpu_percent, free_ports, make_mjpeg_clip, service_env, start_service, stop, table, write_report
+from bench.common import (
+    cpu_percent,
+    free_ports,
+    make_mjpeg_clip,
+    service_env,
+    start_service,
+    stop,
+    table,
+    window,
+    write_report,
+)
 from bench.mjpeg import CLIP, wait_port
 from cuecast import native
 from cuecast.consumer import GStreamerFrameConsumer
@@ -22,8 +32,8 @@ from cuecast.fisheye.maps import build_maps, remap_table
 from cuecast.gst import GLib, Gst
 
 W, H = 1920, 1080
-FRAMES = 300
-REPEATS = 3
+FRAMES = int(window(300, 20))
+REPEATS = int(window(3, 1))
 
 
 def bare_remap_ms(frame: np.ndarray, fmt: str) -> float:
@@ -38,6 +48,7 @@ def bare_remap_ms(frame: np.ndarray, fmt: str) -> float:
             for a, b in ((H, H + H // 4), (H + H // 4, H * 3 // 2)):
                 src = frame[a:b].reshape(H // 2, W // 2)
                 dst = out[a:b].reshape(H // 2, W // 2)
+                assert maps.half is not None
                 cv2.remap(src, maps.half[0], maps.half[1], cv2.INTER_LINEAR, dst=dst, borderValue=128)
     return (time.perf_counter() - t0) / FRAMES * 1000
 

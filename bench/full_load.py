@@ -17,21 +17,32 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
 import numpy as np
 
-from bench.common import cpu_percent, free_ports, make_mjpeg_clip, service_env, start_service, stop, table, write_report
+from bench.common import (
+    cpu_percent,
+    free_ports,
+    make_mjpeg_clip,
+    service_env,
+    start_service,
+    stop,
+    table,
+    window,
+    write_report,
+)
 from bench.mjpeg import CLIP, wait_port
 from cuecast import native
 from cuecast.fisheye.demo import demo_calibration_path, demo_model
 from cuecast.fisheye.maps import build_maps
 
 S2_SECONDS = 60
-IDLE_SECONDS = 20
-KERNEL_FRAMES = 150
-COLD_FRAMES = 40
+IDLE_SECONDS = window(20, 3)
+KERNEL_FRAMES = int(window(150, 10))
+COLD_FRAMES = int(window(40, 5))
 HOT: dict[str, float] = {}
 # What each thread group of the service does in S2, to set its CPU against the kernels it runs.
 THREAD_ROLES = {
@@ -70,10 +81,12 @@ def kernel_floor() -> dict[str, float]:
             f"{raw} ! videoscale ! video/x-raw,width=640,height=480 ! jpegenc quality=80 ! fakesink", n) - base),
     }
     maps = build_maps(demo_model(), 1920, 1080, chroma=True)
+    half = maps.half
+    assert half is not None
     # Distinct frames, cycled: in the service every frame is new to the caches (one frame repeated runs
     # ~15 % faster: reported separately, not counted).
     cap = cv2.VideoCapture(str(CLIP))
-    frames = []
+    frames: list[np.ndarray] = []
     while len(frames) < COLD_FRAMES:
         ok, bgr_in = cap.read()
         if not ok:
@@ -97,8 +110,8 @@ def kernel_floor() -> dict[str, float]:
             lib.cc_remap_plane(base, 1920, 1920, 1080, dst, 1920, maps.full[0].ctypes.data, maps.full[1].ctypes.data,
                                1920, 0, 1080, 0, None)
             for off in (1920 * 1080, 1920 * 1080 * 5 // 4):
-                lib.cc_remap_plane(base + off, 960, 960, 540, dst + off, 960, maps.half[0].ctypes.data,
-                                   maps.half[1].ctypes.data, 960, 0, 540, 128, None)
+                lib.cc_remap_plane(base + off, 960, 960, 540, dst + off, 960, half[0].ctypes.data,
+                                   half[1].ctypes.data, 960, 0, 540, 128, None)
         return (time.process_time() - t0) * 1000 / n
 
     k["remap I420 1080p (native, one thread)"] = remap_ms(-1)
@@ -138,13 +151,13 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def s2(tmp: Path) -> dict[str, object]:
+def s2(tmp: Path) -> dict[str, Any]:
     ports = free_ports(4)
     sock = tmp / "s2"
     proc = start_service("--source", str(CLIP), "--calibration", str(demo_calibration_path()),
                          "--shm-socket", str(sock), env_extra=service_env(ports), log=tmp / "s2.log")
     api = f"http://127.0.0.1:{ports[0]}"
-    res: dict[str, object] = {}
+    res: dict[str, Any] = {}
     try:
         wait_port(ports[0])
         time.sleep(2)
@@ -212,11 +225,11 @@ def main() -> None:
     kernels = kernel_floor()
     with tempfile.TemporaryDirectory() as d:
         r = s2(Path(d))
-    cpu = sorted(r["cpu"])  # type: ignore[arg-type]
+    cpu = sorted(r["cpu"])
     cpu_med = float(np.median(cpu))
     floor_ms = sum(kernels.values())
     floor_pct = floor_ms * 30 / 10
-    med, low, rtsp = r["mjpeg_medium"], r["mjpeg_low"], r["rtsp"]  # type: ignore[misc]
+    med, low, rtsp = r["mjpeg_medium"], r["mjpeg_low"], r["rtsp"]
     rows = [
         ["source frames per second (pipeline in)", f"{r['source_fps']:.1f}", "30"],
         ["shm consumer fps (median)", f"{r['shm_fps']:.1f}", ">= 29.5"],
@@ -239,7 +252,7 @@ def main() -> None:
               ["sum at 30 fps (% of a core)", f"{floor_pct:.0f}"],
               ["S2 CPU / kernel floor (overhead ratio)", f"{cpu_med / floor_pct:.2f}  (target <= 1.10)"]]
     krows += [[name, f"{ms:.2f}"] for name, ms in HOT.items()]
-    threads = sorted(r["threads"].items(), key=lambda kv: -kv[1])  # type: ignore[union-attr]
+    threads = sorted(r["threads"].items(), key=lambda kv: -kv[1])
     trows = [[name, THREAD_ROLES.get(name, ""), f"{pct:.1f}", f"{pct / 3:.2f}"] for name, pct in threads if pct >= 0.5]
     body_threads = (
         "\n\nWhere S2's CPU goes, per process and thread group (from /proc; % of a core, and core-ms per source "

@@ -13,8 +13,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import (
+    QUICK,
     cpu_percent,
     curl_clients,
     free_ports,
@@ -27,12 +29,13 @@ from bench.common import (
     stop_all,
     table,
     wait_port,
+    window,
     write_report,
 )
 
-WINDOW_S = 10
-WARMUP_S = 3
-CLIENT_COUNTS = (0, 1, 5, 10, 20)
+WINDOW_S = window(10, 2)
+WARMUP_S = window(3, 1)
+CLIENT_COUNTS = (0, 1, 5, 10, 20) if not QUICK else (0, 5)
 NAIVE_COUNTS = (1, 5, 10)  # 20 per-client encodes of 720p30 do not fit two cores at all
 CLIP = Path(tempfile.gettempdir()) / "cuecast-bench-1080p30-mjpeg.mkv"
 
@@ -150,7 +153,7 @@ def main() -> None:
         "clients are curl processes; CPU is % of one core for the whole service process.\n\n"
         + table(["scenario", "CPU %", "target"], rows) + "\n\n" + table(["measure", "value", "target"], lat_rows)
     )
-    def cpu_plot(ax: object) -> None:
+    def cpu_plot(ax: Any) -> None:
         ax.plot(list(CLIENT_COUNTS), [cpu[n] for n in CLIENT_COUNTS], "o-", label="cuecast (encode once)")
         ax.plot(list(NAIVE_COUNTS), [naive[n][0] for n in NAIVE_COUNTS], "s--", color="red",
                 label="naive per-client encode")
@@ -158,7 +161,7 @@ def main() -> None:
         ax.set_ylabel("service CPU, % of one core")
         ax.legend()
 
-    def lat_plot(ax: object) -> None:
+    def lat_plot(ax: Any) -> None:
         ax.hist(lat, bins=40)
         ax.set_xlabel("source -> client latency (ms), 720p30")
         ax.set_ylabel("frames")

@@ -6,12 +6,14 @@ Usage: python bench/naive_mjpeg_server.py CLIP PORT
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
+import numpy as np
 
 SIZE = (1280, 720)
 QUALITY = 80
@@ -20,8 +22,11 @@ QUALITY = 80
 class Latest:
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.frame = None
+        self.frame: np.ndarray = np.zeros((1, 1, 3), np.uint8)
         self.seq = 0
+
+    def newer_than(self, seq: int) -> bool:
+        return self.seq > seq
 
 
 def capture(clip: str, latest: Latest) -> None:
@@ -58,7 +63,7 @@ def main() -> None:
             try:
                 while True:
                     with latest.cond:
-                        latest.cond.wait_for(lambda s=seen: latest.seq > s)
+                        latest.cond.wait_for(functools.partial(latest.newer_than, seen))
                         frame, seen = latest.frame, latest.seq
                     small = cv2.resize(frame, SIZE)
                     jpg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])[1].tobytes()

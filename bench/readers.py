@@ -10,6 +10,7 @@ import selectors
 import socket
 import sys
 import time
+from typing import Any
 
 MARKER = b"--cuecastframe\r\n"
 
@@ -17,7 +18,7 @@ MARKER = b"--cuecastframe\r\n"
 def main() -> None:
     seconds = float(sys.argv[1])
     sel = selectors.DefaultSelector()
-    clients = []
+    clients: list[dict[str, Any]] = []
     for spec in sys.argv[2:]:
         port, count = (int(x) for x in spec.split(":"))
         for _ in range(count):
@@ -30,14 +31,14 @@ def main() -> None:
     warm_end = time.monotonic() + 2
     while time.monotonic() < warm_end:
         for key, _ in sel.select(0.1):
-            key.fileobj.recv(1 << 20)
+            key.data["sock"].recv(1 << 20)
     t0 = time.monotonic()
     for c in clients:
         c["frames"] = 0
     while time.monotonic() - t0 < seconds:
         for key, _ in sel.select(0.1):
             c = key.data
-            data = c["tail"] + key.fileobj.recv(1 << 20)
+            data = c["tail"] + c["sock"].recv(1 << 20)
             c["frames"] += data.count(MARKER)
             c["tail"] = data[-(len(MARKER) - 1):]
     elapsed = time.monotonic() - t0

@@ -30,14 +30,15 @@ from bench.common import (
     stop,
     stop_all,
     table,
+    window,
     write_report,
 )
 from bench.mjpeg import CLIP, wait_port
 from bench.rtsp import player
 
-WINDOW_S = 10
-SECONDS = 30
-WRITES = 3
+WINDOW_S = window(10, 2)
+SECONDS = int(window(30, 4))
+WRITES = int(window(3, 1))
 
 
 def streaming_rss_mib(pid: int) -> float:
@@ -47,8 +48,8 @@ def streaming_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def status(api: str) -> dict:  # type: ignore[type-arg]
-    return httpx.get(f"{api}/api/status", timeout=10).json()  # type: ignore[no-any-return]
+def status(api: str) -> dict:
+    return httpx.get(f"{api}/api/status", timeout=10).json()
 
 
 def run_a(d: Path, tag: str) -> list[float]:
@@ -66,7 +67,7 @@ def run_a(d: Path, tag: str) -> list[float]:
         stop(proc)
 
 
-def run_b(d: Path) -> tuple[list[float], dict[str, float], list[float], dict]:  # type: ignore[type-arg]
+def run_b(d: Path) -> tuple[list[float], dict[str, float], list[float], dict]:
     ports = free_ports(4)
     env = {**service_env(ports), "CUECAST_REPLAY__ENABLED": "true", "CUECAST_REPLAY__DIR": str(d / "clips"),
            "CUECAST_REPLAY__SECONDS": str(SECONDS)}

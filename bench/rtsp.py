@@ -21,12 +21,13 @@ from bench.common import (
     stop,
     stop_all,
     table,
+    window,
     write_report,
 )
 from bench.mjpeg import CLIP, wait_port
 
-WINDOW_S = 10
-FIRST_FRAME_TRIES = 5
+WINDOW_S = window(10, 2)
+FIRST_FRAME_TRIES = int(window(5, 1))
 
 
 def encoder_alone_ms(frames: int = 300) -> float:

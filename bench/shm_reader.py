@@ -2,11 +2,12 @@
 
 Not cuecast's consumer library: it only knows the raw BGR frame size (any trailer is ignored, so it reads a
 plain gst-launch producer as well). For each frame it measures, when it holds the frame as numpy:
-  glass:   now (wall clock ms) - the ms painted in the picture by the time-coded camera (raw or corrected spots)
+  glass:   now - when the bench camera (bench/camera.py) sent the frame whose number is painted in the picture
+           (read at the raw or the corrected spots; the send time from the camera's send log), CLOCK_MONOTONIC
   capture: now (CLOCK_MONOTONIC) - the capture time in cuecast's trailer, if the frame has one
-and the largest gap between two frames. Prints one JSON object at the end.
+and when each frame arrived (CLOCK_MONOTONIC ms, for gaps). Prints one JSON object at the end.
 
-Usage: python bench/shm_reader.py SOCKET SECONDS WIDTH HEIGHT [raw|corrected|none]
+Usage: python bench/shm_reader.py SOCKET SECONDS WIDTH HEIGHT [raw|corrected|none] [SEND_LOG]
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import struct
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
-from tests.helpers.timecode import MOD, LensTimecodeCamera, read_code
+from tests.helpers.timecode import LensCode, read_code
 
+from bench.camera import FRAMES, send_log
 from cuecast.frame import LEGACY_MAGIC, FrameFormatError, FrameInfo
 from cuecast.gst import Gst
 
@@ -44,9 +47,10 @@ def main() -> None:
     sock, seconds, w, h = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     mode = sys.argv[5] if len(sys.argv) > 5 else "none"
     centres = None
+    sent = send_log(Path(sys.argv[6])) if len(sys.argv) > 6 else None
     if mode != "none":
-        cam = LensTimecodeCamera(w, h)  # only for where the code is: the camera itself runs elsewhere
-        centres = cam.raw_centres if mode == "raw" else cam.corrected_centres
+        lens = LensCode(w, h)  # only where the code is: the camera itself runs in its own process
+        centres = lens.raw_centres if mode == "raw" else lens.corrected_centres
     glass: list[float] = []
     capture: list[float] = []
     arrivals: list[float] = []
@@ -60,7 +64,7 @@ def main() -> None:
         if not ok:
             return Gst.FlowReturn.OK
         try:
-            now_ms, now_ns = time.time() * 1000, time.monotonic_ns()
+            now_ns = time.monotonic_ns()
             img = np.frombuffer(mi.data, np.uint8, count=w * h * 3).reshape(h, w, 3)
             code = read_code(img, centres) if centres is not None else None
             capture_ns = None
@@ -70,9 +74,9 @@ def main() -> None:
             buf.unmap(mi)
         with lock:
             arrivals.append(now_ns / 1e6)
-            if code is not None and code != last_code[0]:
+            if code is not None and code != last_code[0] and sent is not None and code < FRAMES:
                 last_code[0] = code
-                glass.append((now_ms % MOD) - code)
+                glass.append((now_ns - int(sent[code])) / 1e6)
             if capture_ns is not None:
                 capture.append((now_ns - capture_ns) / 1e6)
         return Gst.FlowReturn.OK
@@ -98,8 +102,7 @@ def main() -> None:
         p.set_state(Gst.State.NULL)
     gaps = np.diff(arrivals) if len(arrivals) > 1 else np.array([0.0])
     print(json.dumps({"frames": len(arrivals), "fps": len(arrivals) / seconds, "glass": glass, "capture": capture,
-                      "max_gap_ms": float(gaps.max()),
-                      "first_ms": arrivals[0] if arrivals else None, "last_ms": arrivals[-1] if arrivals else None}))
+                      "max_gap_ms": float(gaps.max()), "arrivals": arrivals}))
 
 
 if __name__ == "__main__":

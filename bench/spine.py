@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import (
     cpu_percent,
@@ -20,12 +21,13 @@ from bench.common import (
     stop,
     table,
     wait_for,
+    window,
     write_report,
 )
 from cuecast.consumer import GStreamerFrameConsumer
 
-SECONDS = 20
-REPEATS = 3
+SECONDS = window(20, 3)
+REPEATS = int(window(3, 1))
 SOURCE = ("--source", "test:ball", "--width", "1920", "--height", "1080", "--fps", "30")
 
 
@@ -116,7 +118,7 @@ def main() -> None:
         "Latency is capture time (carried in the frame trailer) to the consumer holding a numpy copy.\n\n"
         + table(["measure", "value", "target"], rows)
     )
-    def hist(ax: object) -> None:
+    def hist(ax: Any) -> None:
         ax.hist(lat, bins=40)
         ax.set_xlabel("capture -> consumer latency (ms), 1080p30 shared memory")
         ax.set_ylabel("frames")

@@ -18,11 +18,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench.backend import Load, finish, reader, wait_path, wait_port
-from bench.common import free_ports, percentile, service_env, stop, table, write_report
+from bench.backend import Load, finish, reader
+from bench.common import free_ports, percentile, service_env, stop, table, wait_for, wait_port, window, write_report
 from cuecast.fisheye.demo import demo_calibration_path
 
-SECONDS = 12
+SECONDS = window(12, 3)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RECORD = re.compile(r"element-latency, element-id=\(string\)\S+, element=\(string\)([^,]+), src=\(string\)[^,]+, "
                     r"time=\(guint64\)(\d+)")
@@ -49,7 +49,7 @@ def traced(tmp: Path, load: bool) -> dict[str, list[float]]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     capture_pid = ""
     try:
-        wait_path(sock)
+        wait_for(sock, 30)
         wait_port(ports[0])
         import httpx
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 from tests.helpers.browser import Browser
 from tests.helpers.service import wait_http
@@ -25,11 +26,12 @@ from bench.common import (
     start_service,
     stop,
     table,
+    window,
     write_report,
 )
 
-WINDOW_S = 20
-CPU_WINDOW_S = 10
+WINDOW_S = window(20, 4)
+CPU_WINDOW_S = window(10, 2)
 FLAGS = ["--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
          "--autoplay-policy=no-user-gesture-required"]
 DECODED_JS = """(async () => { const pc = window.cuecast.pc; if (!pc) return 0; let n = 0;
@@ -101,10 +103,10 @@ def main() -> None:
                   [[0, f"{cpu0:.0f}"], [1, f"{cpu1:.0f}"], [3, f"{cpu3:.0f}"]])
     body += f"\n\n3 viewers / 1 viewer CPU: {cpu3 / max(cpu1, 1e-6):.2f} (one encoder, one payloader).\n"
 
-    def draw(ax: object) -> None:
-        ax.hist([webrtc, mjpeg], bins=40, label=["WebRTC", "MJPEG"])  # type: ignore[attr-defined]
-        ax.set_xlabel("glass-to-browser latency (ms)")  # type: ignore[attr-defined]
-        ax.legend()  # type: ignore[attr-defined]
+    def draw(ax: Any) -> None:
+        ax.hist([webrtc, mjpeg], bins=40, label=["WebRTC", "MJPEG"])
+        ax.set_xlabel("glass-to-browser latency (ms)")
+        ax.legend()
 
     body += "\n" + save_plot("webrtc_latency", draw) + "\n"
     write_report("webrtc", "WebRTC: glass-to-browser latency and viewer cost", body)

@@ -149,6 +149,16 @@ use_avx2 (void)
 }
 #endif
 
+const char *
+cc_kernel_name (void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (use_avx2 ())
+    return "avx2";
+#endif
+  return "plain-c";
+}
+
 void
 cc_remap_plane (const uint8_t * src, int src_stride, int src_w, int src_h,
     uint8_t * dst, int dst_stride, const int16_t * xy, const uint16_t * frac, int map_w,

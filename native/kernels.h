@@ -22,3 +22,7 @@ void cc_i420_to_bgr (const uint8_t * y, int y_stride, const uint8_t * u, int u_s
 /* Copy rows [row0, row1) of a plane `width` bytes wide. */
 void cc_copy_plane (const uint8_t * src, int src_stride, uint8_t * dst, int dst_stride, int width,
     int row0, int row1);
+
+/* Which kernels this process runs: "avx2" (x86-64 with AVX2, unless CUECAST_NATIVE_PLAIN_C is set) or
+ * "plain-c" (every other CPU, the Raspberry Pi's included). */
+const char *cc_kernel_name (void);

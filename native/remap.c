@@ -48,6 +48,7 @@ enum
   PROP_FRAMES,
   PROP_LAST_US,
   PROP_MEAN_US,
+  PROP_KERNEL,
 };
 
 #define CAPS GST_VIDEO_CAPS_MAKE ("I420")
@@ -209,6 +210,9 @@ gst_cuecast_remap_get_property (GObject * object, guint prop_id, GValue * value,
       GST_OBJECT_LOCK (self);
       g_value_set_double (value, self->frames ? (double) self->total_us / self->frames : 0.0);
       GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_KERNEL:
+      g_value_set_string (value, cc_kernel_name ());
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -438,6 +442,9 @@ gst_cuecast_remap_class_init (GstCuecastRemapClass * klass)
   g_object_class_install_property (gobject_class, PROP_MEAN_US,
       g_param_spec_double ("mean-us", "Mean time", "Mean wall time of a frame's remap (us)",
           0, G_MAXDOUBLE, 0, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+  g_object_class_install_property (gobject_class, PROP_KERNEL,
+      g_param_spec_string ("kernel", "Kernel", "The pixel kernels in use: avx2 or plain-c", NULL,
+          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);

@@ -107,6 +107,7 @@ class CaptureService:
         self.feeder: NoSignalFeeder | None = None
         self.control = ControlServer(runtime.control, self.handle)
         self.ring_demand = False
+        self.kernel = ""  # the native pixel kernels in use (avx2 or plain-c), once loaded
         self.grab = GrabOutput()
         self._grab_lock = threading.Lock()
         self.table: TableGeometry | None = None
@@ -138,8 +139,10 @@ class CaptureService:
             spec = parse_source(cfg.source.uri)
             check_source(spec)
             native.load()
+            self.kernel = native.kernel()
         except (SourceError, native.NativeError) as e:
             raise StartupError(str(e)) from None
+        log.info("native pixel kernels: %s", self.kernel)
         if spec.fell_back:
             log.info("no camera at /dev/video0: streaming the built-in demo source (set source.uri to choose)")
         self.spec = spec
@@ -459,6 +462,7 @@ class CaptureService:
                 "calibration": self.fisheye.source if self.fisheye else None,
                 "camera_matrix": p.fisheye_matrix() if p else None,
                 "correction_ms": round(p.correction_ms, 2) if p and p.correction_ms is not None else None,
+                "kernel": self.kernel,
             },
             "shm": {"enabled": True, **self.shm.stats()} if self.shm else {"enabled": False},
             "ring": {"demand": self.ring_demand, **self.ring.stats()} if self.ring else None,

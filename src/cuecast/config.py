@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CUECAST_"
 ENV_CONFIG = "CUECAST_CONFIG"
+# CUECAST_ variables that are not config keys: the config file, the native plugin's (its folder, plain-C
+# kernels forced) and the bench's.
+ENV_NOT_CONFIG = frozenset({
+    ENV_CONFIG, "CUECAST_NATIVE_DIR", "CUECAST_NATIVE_PLAIN_C", "CUECAST_BENCH_QUICK", "CUECAST_BENCH_RESULTS",
+})
 SYSTEM_CONFIG = Path("/etc/cuecast/cuecast.yaml")
 
 
@@ -513,7 +518,7 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """CUECAST_<SECTION>__<KEY>=value -> {section: {key: value}}; values parsed as YAML scalars."""
     out: dict[str, Any] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_CONFIG:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         if len(path) < 2 or not all(path):

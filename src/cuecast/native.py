@@ -49,3 +49,12 @@ def load() -> Path:
     if missing:
         raise NativeError(f"the native plugin {path} lacks {', '.join(missing)}; rebuild it: {BUILD_HINT}")
     return path
+
+
+def kernel() -> str:
+    """Which pixel kernels the native elements run in this process: "avx2" or "plain-c"."""
+    from cuecast.gst import Gst
+
+    load()
+    element = Gst.ElementFactory.make("cuecastremap", None)
+    return str(element.get_property("kernel"))

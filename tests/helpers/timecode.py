@@ -94,18 +94,17 @@ def read_code(img: np.ndarray, centres: np.ndarray) -> int | None:
     return value if value % 251 == check else None
 
 
-class LensTimecodeCamera(MjpegCamera):
-    """An HTTP MJPEG camera (1080p30 by default) showing a high-detail scene through the demo fisheye lens, with
-    the wall-clock ms it made each frame painted *through the lens*: corrected with that lens (cuecast
-    `--calibration` = the demo lens), the code is a straight row of blocks at `corrected_centres`; in the raw
-    picture the same blocks are at `raw_centres`. So one camera serves readers of corrected and raw frames."""
+class LensCode:
+    """Where a number painted *through the demo fisheye lens* lands: corrected with that lens (cuecast
+    `--calibration` = the demo lens) the code is a straight row of blocks at `corrected_centres`; in the raw
+    picture the same blocks are at `raw_centres`. `paint` draws a number into a raw (lens) picture, `read_code`
+    reads it back from either. Geometry only: the bench's camera process (bench/camera.py) and its readers
+    (bench/shm_reader.py) both use it."""
 
-    def __init__(self, width: int = 1920, height: int = 1080, fps: int = 30, quality: int = 80) -> None:
-        super().__init__(width, height, fps)
+    def __init__(self, width: int = 1920, height: int = 1080) -> None:
         from cuecast.fisheye.demo import demo_model
         from cuecast.fisheye.maps import output_matrix
 
-        self.quality = quality
         m = demo_model().scaled_to(width, height)
         P = output_matrix(m)
         b = LENS_BLOCK
@@ -130,16 +129,14 @@ class LensTimecodeCamera(MjpegCamera):
         self._box = (bx0, by0, bx1, by1)
         self._mask = inside
         self._index = col[inside]
-        self.background = detailed_scene(width, height)
 
-    def frame(self, n: int) -> bytes:
-        img = self.background.copy()
-        value = int(time.time() * 1000) % MOD
+    def paint(self, img: np.ndarray, value: int) -> None:
+        """Draw `value` (mod 2^40, with its check bits) into the raw picture `img`, through the lens."""
+        value %= MOD
         bits = np.array([(value >> i) & 1 for i in range(BITS)] + [((value % 251) >> i) & 1 for i in range(CHECK_BITS)])
         bx0, by0, bx1, by1 = self._box
         region = img[by0:by1, bx0:bx1]
         region[self._mask] = (bits[self._index] * 255).astype(np.uint8)[:, None]
-        return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])[1].tobytes()
 
 
 def detailed_scene(width: int, height: int) -> np.ndarray:

@@ -21,8 +21,10 @@ from cuecast.fisheye.demo import demo_calibration_path
 from tests.helpers.mjpeg_client import MjpegReader
 from tests.helpers.service import ServiceProcess, http_env, wait_http
 
-# The backend must never see a hole like a restart would make; the bench holds it to 100 ms
-# (bench/backend.py), a busy test machine gets more room.
+# The README's promise: a kill -9 of the streaming side leaves the backend a gap of at most 100 ms
+# (bench/backend.py measures it too). A busy test machine can spoil one measurement: a kill is measured twice
+# before the test fails. A stall (SIGSTOP, the supervisor needs seconds to notice) gets more room.
+MAX_KILL_GAP_S = 0.1
 MAX_GAP_S = 0.3
 
 
@@ -43,8 +45,13 @@ class Backend(threading.Thread):
                     self.arrivals.append((time.monotonic(), got[1].placeholder))
 
     def max_gap(self, t0: float, t1: float) -> float:
-        times = [t for t, _ in self.arrivals if t0 <= t <= t1]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=float("inf"))
+        """The longest wait for a frame in [t0, t1]: from the last frame before t0 on, between frames, and from
+        the last frame to t1, so frames that stop for good count as one long gap, not as none."""
+        arrivals = [t for t, _ in self.arrivals]
+        times = [t for t in arrivals if t < t0][-1:] + [t for t in arrivals if t0 <= t <= t1]
+        if not times:
+            return float("inf")
+        return max([b - a for a, b in zip(times, times[1:], strict=False)] + [t1 - times[-1]])
 
     def fps(self, t0: float, t1: float) -> float:
         return sum(1 for t, _ in self.arrivals if t0 <= t < t1) / (t1 - t0)
@@ -99,10 +106,60 @@ def _port_open(port: int) -> bool:
         return False
 
 
+class RtspCounter(threading.Thread):
+    """An ffmpeg RTSP player (tcp) reporting its decoded frame count as it goes (-progress)."""
+
+    def __init__(self, port: int, seconds: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i",
+                                      f"rtsp://127.0.0.1:{port}/high", "-t", str(seconds), "-f", "null", "-",
+                                      "-progress", "pipe:1", "-stats_period", "0.2"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.counts: list[tuple[float, int]] = []
+
+    def run(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("frame="):
+                self.counts.append((time.monotonic(), int(line.split("=", 1)[1])))
+
+    def frames_at(self, t: float) -> int:
+        return max((n for at, n in self.counts if at <= t), default=0)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def rtsp_client(port: int, seconds: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["ffmpeg", "-nostdin", "-rtsp_transport", "tcp", "-i", f"rtsp://127.0.0.1:{port}/high",
                              "-t", str(seconds), "-f", "null", "-"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+def kill_streaming(ports: dict[str, int], backend: Backend) -> tuple[float, float, float | None, int]:
+    """kill -9 the streaming process: (the backend's longest wait from the last frame before the kill to 3 s
+    after, its fps after the kill, seconds until MJPEG serves again, the pid killed)."""
+    pid = status(ports)["processes"]["streaming"]["pid"]
+    t_kill = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    back = first_jpeg_after(ports["medium"], t_kill + 10)
+    time.sleep(max(0.0, t_kill + 3 - time.monotonic()))
+    t_end = time.monotonic()
+    assert not any(p for t, p in backend.arrivals if t >= t_kill)  # real frames all along, no NO SIGNAL
+    return backend.max_gap(t_kill, t_end), backend.fps(t_kill + 0.5, t_end), back, pid
+
+
+def wait_streaming_restarted(ports: dict[str, int], old_pid: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if status(ports)["processes"]["streaming"]["pid"] not in (old_pid, None):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail("the streaming process was not started again")
 
 
 def test_killing_the_streaming_side_under_load_never_stops_the_backend(
@@ -113,28 +170,33 @@ def test_killing_the_streaming_side_under_load_never_stops_the_backend(
     readers = [MjpegReader(ports["medium"]) for _ in range(4)] + [MjpegReader(ports["low"])]
     for r in readers:
         r.start()
-    rtsp = rtsp_client(ports["rtsp"], 20)
+    rtsp = rtsp_client(ports["rtsp"], 40)
+    kills = []
     try:
         time.sleep(4)
         assert backend.fps(time.monotonic() - 2, time.monotonic()) >= 25
-        t_kill = time.monotonic()
-        os.kill(before["streaming"]["pid"], signal.SIGKILL)
-        back = first_jpeg_after(ports["medium"], t_kill + 10)
-        time.sleep(max(0.0, t_kill + 3 - time.monotonic()))
-        t_end = time.monotonic()
+        for _ in range(2):  # measured twice before failing: one kill on a busy machine can be off
+            gap, fps_after, back, pid = kill_streaming(ports, backend)
+            kills.append((gap, fps_after, back))
+            print(f"kill -9: backend's longest wait {gap * 1000:.0f} ms, {fps_after:.1f} fps after; "
+                  f"MJPEG back after {back} s")
+            if gap <= MAX_KILL_GAP_S:
+                break
+            wait_streaming_restarted(ports, pid)
+            time.sleep(3)
     finally:
         for r in readers:
             r.close()
         rtsp.kill()
         rtsp.wait()
-    gap = backend.max_gap(t_kill - 2, t_end)
-    print(f"backend's largest gap around the kill: {gap * 1000:.0f} ms; MJPEG back after {back} s")
-    assert gap <= MAX_GAP_S, f"the backend's frames stopped for {gap * 1000:.0f} ms"
-    assert not any(p for t, p in backend.arrivals if t >= t_kill)  # real frames all along, no NO SIGNAL
+    gap, fps_after, back = min(kills)
+    assert gap <= MAX_KILL_GAP_S, f"the backend's frames stopped for {[round(k[0] * 1000) for k in kills]} ms"
+    assert fps_after >= 27, f"the backend got {fps_after:.1f} fps after the kill (30 sent)"
     assert back is not None and back <= 5, f"MJPEG not serving again within 5 s ({back})"
     after = status(ports)["processes"]
     assert after["capture"]["pid"] == before["capture"]["pid"] and after["capture"]["restarts"] == 0
-    assert after["streaming"]["pid"] != before["streaming"]["pid"] and after["streaming"]["restarts"] == 1
+    assert after["streaming"]["pid"] != before["streaming"]["pid"]
+    assert after["streaming"]["restarts"] == len(kills)
     assert "streaming process (pid" in svc.log() and "was killed by SIGKILL; starting it again" in svc.log()
 
 
@@ -181,12 +243,14 @@ def test_a_capture_restart_keeps_viewers_connected(
     running: tuple[ServiceProcess, dict[str, int], Backend],
 ) -> None:
     """kill -9 of the capture process: the supervisor starts a new one, the backend reconnects by itself,
-    and a browser's MJPEG connection stays open through it (NO SIGNAL frames meanwhile), then shows the
-    camera again."""
+    and a browser's MJPEG connection and an RTSP player stay connected through it (NO SIGNAL frames
+    meanwhile), then show the camera again."""
     svc, ports, backend = running
     pid = status(ports)["processes"]["capture"]["pid"]
     reader = MjpegReader(ports["medium"])
     reader.start()
+    rtsp = RtspCounter(ports["rtsp"], 60)
+    rtsp.start()
     try:
         time.sleep(2)
         t_kill = time.monotonic()
@@ -202,8 +266,16 @@ def test_a_capture_restart_keeps_viewers_connected(
         t_end = time.monotonic()
         assert reader.is_alive(), "the MJPEG connection was closed by the capture restart"
         assert reader.frames_between(t_kill, t_end) >= 10 * (t_end - t_kill) / 2  # frames all along
+        # The RTSP player is still connected and decoding after the restart.
+        deadline = time.monotonic() + 10
+        while rtsp.frames_at(time.monotonic()) - rtsp.frames_at(t_end) < 30 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rtsp.proc.poll() is None, "the RTSP player's session ended with the capture restart"
+        got = rtsp.frames_at(time.monotonic()) - rtsp.frames_at(t_end)
+        assert got >= 30, f"the RTSP player decoded {got} frames after the capture restart"
     finally:
         reader.close()
+        rtsp.close()
     assert resumed is not None and resumed - t_kill <= 5, f"backend frames back after {resumed and resumed - t_kill} s"
     st = status(ports)
     assert st["processes"]["capture"]["pid"] != pid and st["processes"]["capture"]["restarts"] == 1

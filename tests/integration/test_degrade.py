@@ -33,10 +33,13 @@ def test_overload_lowers_mjpeg_first_and_recovers(tmp_path: Path) -> None:
     hogs: list[subprocess.Popen[bytes]] = []
     readers: list[MjpegReader] = []
 
+    shm_times: list[float] = []
+
     def consume() -> None:
         with GStreamerFrameConsumer(sock) as consumer:
             while not stop.is_set():
-                consumer.get_frame(timeout=1.0)
+                if consumer.get_frame(timeout=1.0) is not None:
+                    shm_times.append(time.monotonic())
 
     shm_thread = threading.Thread(target=consume, daemon=True)
     try:
@@ -61,10 +64,17 @@ def test_overload_lowers_mjpeg_first_and_recovers(tmp_path: Path) -> None:
         assert d["outputs"]["shm"]["fps_target"] == 30, d  # the top priority is never lowered
         assert st["outputs"]["mjpeg_medium"]["fps_target"] < 30
         assert "degrading:" in svc.log()
+        t0 = time.monotonic()
         time.sleep(12)  # the overload goes on: the policy keeps the outputs lowered (it may go further)
+        t1 = time.monotonic()
         d = status(api)["degradation"]
         assert d["degrading"] and d["outputs"]["shm"]["fps_target"] == 30, d
         assert d["outputs"]["mjpeg_medium"]["fps_target"] < 30, d
+        # What the consumers measured in that window: the backend gets more frames than the lowered MJPEG viewer.
+        shm_fps = sum(1 for t in shm_times if t0 <= t < t1) / (t1 - t0)
+        mjpeg_fps = sum(1 for t in readers[0].times if t0 <= t < t1) / (t1 - t0)
+        print(f"overloaded: backend {shm_fps:.1f} fps, MJPEG medium {mjpeg_fps:.1f} fps")
+        assert shm_fps > mjpeg_fps, f"backend {shm_fps:.1f} fps, MJPEG {mjpeg_fps:.1f}: priority not kept"
 
         # Room again: every rate comes back.
         for h in hogs:

@@ -95,6 +95,13 @@ def test_bad_env_key_is_named() -> None:
         load_config(None, env={"CUECAST_FPS": "1"})
 
 
+def test_the_native_plugin_and_bench_variables_are_not_config_keys() -> None:
+    """CUECAST_NATIVE_DIR / CUECAST_NATIVE_PLAIN_C (documented for the native plugin) once made `serve` refuse
+    to start as unknown config keys."""
+    env = {"CUECAST_NATIVE_DIR": "/opt/x", "CUECAST_NATIVE_PLAIN_C": "1", "CUECAST_BENCH_QUICK": "1"}
+    assert load_config(None, env=env).config.source.fps == 30
+
+
 def test_shm_size_must_come_in_pairs(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("shm:\n  width: 640\n")

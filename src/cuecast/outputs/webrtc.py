@@ -92,6 +92,7 @@ class _Session:
     offer_level: str  # the offer's profile-level-id
     asymmetry: bool
     created: float = field(default_factory=time.monotonic)
+    answered: float | None = None  # when the answer went out: the connect timeout counts from here
     connected: float | None = None
     last_rtcp: float | None = None
     state: str = "new"
@@ -277,9 +278,15 @@ class WebRtcOutput:
         else:
             self.hub.request_keyframe()
         try:
-            return sid, self._negotiate(session, offer.msg)
-        except WhepError:
+            answer = self._negotiate(session, offer.msg)
+            session.answered = time.monotonic()
+            return sid, answer
+        except WhepError as e:
+            closed_meanwhile = session.closing or sid not in self._session_ids()
             self.close(sid)
+            if closed_meanwhile and e.status != 503:
+                # Not the offer's fault: the output stopped or restarted under it (a valid offer never gets 400).
+                raise WhepError(503, "the WebRTC output restarted while answering; try again") from None
             raise
         except Exception as e:  # noqa: BLE001 - a GStreamer failure becomes a clear 500, the session is undone
             self.close(sid)
@@ -358,8 +365,8 @@ class WebRtcOutput:
                 log.warning("WebRTC viewer %s: the offer allows H.264 level %s only (no level-asymmetry-allowed); "
                             "sending the stream's level %s anyway", s.id, s.offer_level[4:], level[4:])
         offer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.OFFER, msg)
-        _call(s.webrtc, "set-remote-description", offer, "the offer was not accepted")
-        reply = _call(s.webrtc, "create-answer", None, "no answer could be made for this offer")
+        _call(s.webrtc, "set-remote-description", offer, "the offer was not accepted", 400)
+        reply = _call(s.webrtc, "create-answer", None, "no answer could be made for this offer", 500)
         answer = reply.get_value("answer") if reply is not None and reply.has_field("answer") else None
         if answer is None:
             raise WhepError(406, f"no answer could be made for this offer; supported: {SUPPORTED}")
@@ -370,7 +377,7 @@ class WebRtcOutput:
                 gathered.set()
 
         handler = s.webrtc.connect("notify::ice-gathering-state", on_gathering)
-        _call(s.webrtc, "set-local-description", answer, "the answer could not be applied")
+        _call(s.webrtc, "set-local-description", answer, "the answer could not be applied", 500)
         if s.webrtc.get_property("ice-gathering-state") != GstWebRTC.WebRTCICEGatheringState.COMPLETE:
             gathered.wait(GATHER_WAIT_S)
         s.webrtc.disconnect(handler)
@@ -395,7 +402,7 @@ class WebRtcOutput:
     def _reap(self) -> bool:
         now = time.monotonic()
         for s in self._session_list():
-            if s.connected is None and now - s.created > self.connect_timeout:
+            if s.connected is None and s.answered is not None and now - s.answered > self.connect_timeout:
                 self._close_later(s.id, f"not connected within {self.connect_timeout:g} s")
             elif s.connected is not None and now - max(s.last_rtcp or 0, s.connected) > VIEWER_SILENT_S:
                 self._close_later(s.id, f"no RTCP from the viewer for {VIEWER_SILENT_S:g} s (it left)")
@@ -506,14 +513,15 @@ def _note_rtcp(_pad: Gst.Pad, _info: Gst.PadProbeInfo, s: _Session) -> Gst.PadPr
     return Gst.PadProbeReturn.OK
 
 
-def _call(webrtc: Gst.Element, signal: str, arg: object, what: str) -> Gst.Structure | None:
-    """Emit a webrtcbin action signal that answers through a promise; its reply, or WhepError(400, what)."""
+def _call(webrtc: Gst.Element, signal: str, arg: object, what: str, status: int) -> Gst.Structure | None:
+    """Emit a webrtcbin action signal that answers through a promise; its reply, or WhepError(status, what):
+    400 only where the offer itself was refused, 500 for our side."""
     promise = Gst.Promise.new()
     webrtc.emit(signal, arg, promise)
     promise.wait()
     reply = promise.get_reply()
     if reply is not None and reply.has_field("error"):
         err = reply.get_value("error")
-        raise WhepError(400, f"{what}: {getattr(err, 'message', err)}")
+        raise WhepError(status, f"{what}: {getattr(err, 'message', err)}")
     return reply
 
