@@ -80,24 +80,30 @@ def test_viewer_plays_h264_over_webrtc(service: tuple[ServiceProcess, str], brow
     browser.goto(f"{api}/?mode=webrtc")
     first = browser.wait_for(f"{INBOUND_JS}.then(s => s && s.decoded > 0 && s)", timeout=30)
     # Longer than the server's silent-viewer timeout in all (a watching viewer is never dropped), in two
-    # windows: on a busy 2-core machine one window can fall short, so the better of two counts.
+    # windows: on a busy 2-core machine one window can fall short, so the better of two counts. Per window:
+    # frames the service handed to WebRTC (its status), frames that reached the browser, frames it decoded.
     windows = []
     for _ in range(2):
-        t0, a = time.monotonic(), browser.eval(INBOUND_JS)
+        t0, a, sa = time.monotonic(), browser.eval(INBOUND_JS), webrtc_status(api)["frames_sent"]
         time.sleep(4.0)
-        b = browser.eval(INBOUND_JS)
+        b, sb = browser.eval(INBOUND_JS), webrtc_status(api)["frames_sent"]
         dt = time.monotonic() - t0
-        windows.append(((b["received"] - a["received"]) / dt, (b["decoded"] - a["decoded"]) / dt))
+        windows.append(((b["received"] - a["received"]) / dt, (b["decoded"] - a["decoded"]) / dt, (sb - sa) / dt))
     later = browser.eval(INBOUND_JS)
     assert later["codec"] == "video/H264", later
     assert (later["width"], later["height"]) == (1920, 1080), later  # the default size
     assert later["state"] == "connected"
-    received, decoded = max(windows)
-    # What the service owes the viewer: every frame of the 30 fps stream reaches the browser. Decoding 1080p
-    # H.264 in software is the browser's own CPU, which this 2-core machine shares with the encoder: it must
-    # keep playing (frames decoded all along), the full rate is checked where decoding is cheap (below).
-    assert received >= 25, f"only {received:.1f} frames/s reached the browser over WebRTC (30 sent): {windows}"
-    assert min(d for _, d in windows) >= 5, f"the browser stopped decoding: {windows}"
+    received, decoded, sent = max(windows)
+    status = httpx.get(f"{api}/api/status", timeout=5).json()
+    # Every frame the service sends reaches the browser. The service sends the full 30 fps unless its
+    # degradation policy lowered the H.264 rate, and then it says so (on two cores the browser's software
+    # decoding of 1080p competes with the encoder: that is the policy's job, tested in test_degrade.py).
+    assert received >= 0.9 * sent, f"sent {sent:.1f} frames/s, {received:.1f} reached the browser: {windows}"
+    degraded = status["degradation"]["outputs"]["h264"]["fps_target"] < 30
+    assert sent >= (14 if degraded else 27), f"sent {sent:.1f} frames/s: {windows}, {status['degradation']}"
+    # Decoding 1080p in software is the browser's own CPU: it must keep playing (frames decoded all along);
+    # the full rate is checked where decoding is cheap (the storm test's 640x360 viewer).
+    assert min(d for _, d, _ in windows) >= 5, f"the browser stopped decoding: {windows}"
     assert later["time"] > first["time"], "the video element did not advance"
     assert browser.wait_for("document.getElementById('badge').textContent.includes('WebRTC')")
     browser.screenshot(ARTIFACTS / "viewer-webrtc.png")
@@ -173,7 +179,9 @@ def test_whep_contract_and_refusals(service: tuple[ServiceProcess, str], browser
 
 def test_glass_to_browser_latency_over_webrtc(tmp_path: Path, browser: Browser) -> None:
     """Frames carry their capture time as blocks; the page reads them back off the displayed video.
-    The bench (bench/webrtc.py) reports the distribution; this asserts a loose bound a busy CI box keeps."""
+    The bench (bench/webrtc.py) reports the distribution (p50 ~55 ms here); this holds the median to 150 ms
+    (room for the test machine's own camera encoding in-process and a browser on two cores), measured in two
+    windows before it fails."""
     camera = TimecodeCamera(1280, 720, 30).start()
     env, ports = http_env()
     svc = ServiceProcess(["--source", camera.url, "--width", "1280", "--height", "720",
@@ -183,12 +191,16 @@ def test_glass_to_browser_latency_over_webrtc(tmp_path: Path, browser: Browser) 
         wait_http(f"{api}/healthz")
         browser.goto(f"{api}/?mode=webrtc")
         browser.wait_for(f"{INBOUND_JS}.then(s => s && s.decoded > 10)", timeout=30)
-        browser.eval(collect_js("video"))
-        time.sleep(5)
-        lat = sorted(browser.eval("window.latencies"))
-        assert len(lat) >= 60, f"only {len(lat)} time-coded frames read back in 5 s"
-        median = lat[len(lat) // 2]
-        assert 0 < median < 400, f"glass-to-browser median {median} ms over WebRTC"
+        medians = []
+        for _ in range(2):
+            browser.eval(collect_js("video"))
+            time.sleep(5)
+            lat = sorted(browser.eval("window.latencies"))
+            assert len(lat) >= 60, f"only {len(lat)} time-coded frames read back in 5 s"
+            medians.append(lat[len(lat) // 2])
+            if 0 < medians[-1] < 150:
+                break
+        assert 0 < min(medians) < 150, f"glass-to-browser median {medians} ms over WebRTC"
     finally:
         svc.terminate()
         svc.close()
@@ -234,7 +246,10 @@ def test_whep_open_close_storm_leaves_no_session_and_no_deadlock(tmp_path: Path,
     afterwards."""
     import concurrent.futures
 
-    env, ports = http_env(CUECAST_WEBRTC__MAX_VIEWERS="4", CUECAST_WEBRTC__CONNECT_TIMEOUT="2")
+    # Degradation off: on two cores a browser starting up can make the policy halve the H.264 rate (right for
+    # a box that cannot keep up, tests/integration/test_degrade.py), which would hide what this test checks.
+    env, ports = http_env(CUECAST_WEBRTC__MAX_VIEWERS="4", CUECAST_WEBRTC__CONNECT_TIMEOUT="2",
+                          CUECAST_DEGRADE__ENABLED="false")
     svc = ServiceProcess(["--source", "test:ball", "--width", "640", "--height", "360", "--shm-socket",
                           str(tmp_path / "sock")], tmp_path / "service.log", env=env)
     api = f"http://127.0.0.1:{ports['api']}"
@@ -280,7 +295,7 @@ def test_whep_open_close_storm_leaves_no_session_and_no_deadlock(tmp_path: Path,
         wait_viewers(api, 0, timeout=10)
         assert "Traceback" not in svc.log()
 
-        # A real viewer plays afterwards, and at 640x360 (cheap to decode) the browser decodes the full rate.
+        # A real viewer plays afterwards, at 640x360 (cheap to decode) at the full rate.
         browser.goto(f"{api}/?mode=webrtc")
         browser.wait_for(f"{INBOUND_JS}.then(s => s && s.decoded > 10 && s)", timeout=30)
         rates = []
@@ -288,10 +303,85 @@ def test_whep_open_close_storm_leaves_no_session_and_no_deadlock(tmp_path: Path,
             t0, a = time.monotonic(), browser.eval(INBOUND_JS)
             time.sleep(3.0)
             b = browser.eval(INBOUND_JS)
-            rates.append((b["decoded"] - a["decoded"]) / (time.monotonic() - t0))
-            if rates[-1] >= 25:
+            dt = time.monotonic() - t0
+            rates.append(((b["decoded"] - a["decoded"]) / dt, (b["received"] - a["received"]) / dt,
+                          b["dropped"] - a["dropped"]))
+            if rates[-1][0] >= 25:
                 break
-        assert max(rates) >= 25, f"decoded {rates} frames/s at 640x360 (30 sent)"
+        h264 = httpx.get(f"{api}/api/status", timeout=10).json()["outputs"]["h264"]
+        assert max(rates)[0] >= 25, f"(decoded, received per s, dropped) {rates} at 640x360 (30 sent); {h264}"
     finally:
         svc.terminate()
         svc.close()
+
+
+def test_a_webrtc_viewer_keeps_playing_across_a_capture_restart(tmp_path: Path, browser: Browser) -> None:
+    """kill -9 of the capture process: the supervisor starts a new one; the browser's WebRTC session (served by
+    the streaming process) stays connected and plays on, NO SIGNAL meanwhile, then the camera again."""
+    import os
+    import signal
+
+    env, ports = http_env(CUECAST_DEGRADE__ENABLED="false")
+    svc = ServiceProcess(["--source", "test:ball", "--width", "640", "--height", "360", "--shm-socket",
+                          str(tmp_path / "sock")], tmp_path / "service.log", env=env)
+    api = f"http://127.0.0.1:{ports['api']}"
+    try:
+        wait_http(f"{api}/healthz")
+        browser.goto(f"{api}/?mode=webrtc")
+        browser.wait_for(f"{INBOUND_JS}.then(s => s && s.decoded > 10 && s)", timeout=30)
+        pid = httpx.get(f"{api}/api/status", timeout=5).json()["processes"]["capture"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        deadline = t_kill + 20
+        while httpx.get(f"{api}/api/status", timeout=5).json()["processes"]["capture"]["pid"] in (pid, None):
+            assert time.monotonic() < deadline, "no new capture process"
+            time.sleep(0.2)
+        wait_http(f"{api}/healthz")  # real frames again
+        before = browser.eval(INBOUND_JS)
+        time.sleep(3)
+        after = browser.eval(INBOUND_JS)
+        assert after["state"] == "connected", after
+        assert after["decoded"] - before["decoded"] >= 45, (before, after)  # 3 s at 30 fps, with room
+        assert webrtc_status(api)["clients"] == 1
+    finally:
+        svc.terminate()
+        svc.close()
+
+
+def test_whep_with_a_token(tmp_path: Path, browser: Browser) -> None:
+    """auth.token + protect_streams: a WHEP offer without the token gets 401 (the token never echoed), with it
+    201; the viewer opened as /?token=... plays over WebRTC; ending a session needs the token too."""
+    token = "whep-secret-token-0123456789"
+    env, ports = http_env(CUECAST_AUTH__TOKEN=token, CUECAST_AUTH__PROTECT_STREAMS="true",
+                          CUECAST_DEGRADE__ENABLED="false")
+    svc = ServiceProcess(["--source", "test:ball", "--width", "640", "--height", "360", "--shm-socket",
+                          str(tmp_path / "sock")], tmp_path / "service.log", env=env)
+    api = f"http://127.0.0.1:{ports['api']}"
+    sdp = {"content-type": "application/sdp"}
+    bearer = {"authorization": f"Bearer {token}"}
+    try:
+        wait_http(f"{api}/healthz")
+        browser.goto(f"{api}/healthz")
+        offer = browser.eval(OFFER_JS % "null")
+        r = httpx.post(f"{api}/whep/high", content=offer, headers=sdp, timeout=15)
+        assert r.status_code == 401 and token not in r.text, r.text
+        r = httpx.post(f"{api}/whep/high", content=offer, headers={**sdp, "authorization": "Bearer wrong"},
+                       timeout=15)
+        assert r.status_code == 401 and "wrong" not in r.text, r.text
+        r = httpx.post(f"{api}/whep/high", content=offer, headers={**sdp, **bearer}, timeout=15)
+        assert r.status_code == 201, r.text
+        location = r.headers["location"]
+        assert httpx.delete(f"{api}{location}", timeout=10).status_code == 401
+        assert httpx.delete(f"{api}{location}", headers=bearer, timeout=10).status_code == 200
+
+        browser.goto(f"{api}/?mode=webrtc&token={token}")
+        browser.wait_for(f"{INBOUND_JS}.then(s => s && s.decoded > 10 && s)", timeout=30)
+        assert webrtc_status_with(api, bearer)["clients"] == 1
+        assert token not in svc.log()
+    finally:
+        svc.terminate()
+        svc.close()
+
+
+def webrtc_status_with(api: str, headers: dict[str, str]) -> dict:
+    return httpx.get(f"{api}/api/status", headers=headers, timeout=5).json()["outputs"]["webrtc"]

@@ -129,6 +129,9 @@ class RtspCounter(threading.Thread):
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        self.join(5)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
 
 def rtsp_client(port: int, seconds: int) -> subprocess.Popen[bytes]:

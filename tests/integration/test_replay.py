@@ -77,7 +77,8 @@ def test_clips_at_the_defaults_range_restart_and_delete(tmp_path: Path) -> None:
         r = post(api, {"seconds": 5, "label": "break shot"})
         assert r.status_code == 201, r.text
         first = r.json()
-        assert time.monotonic() - t0 < 5, "writing a 5 s clip must not take seconds"
+        took = time.monotonic() - t0
+        assert took < 1.0, f"writing a 5 s clip took {took:.2f} s (bench/replay: a 30 s clip in under 0.1 s)"
         assert {"id", "label", "start", "duration", "bytes", "url"} <= first.keys()
         assert first["label"] == "break shot" and first["url"] == f"/api/clips/{first['id']}.mp4"
         check_clip(api, first, 5, (1920, 1080), tmp_path)
