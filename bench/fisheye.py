@@ -4,6 +4,7 @@ the Python fisheyeundistort (gst-launch users, the reference) against a bare cv2
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import threading
 import time
@@ -131,7 +132,7 @@ def service_cpu(calibrated: bool, tmp: Path) -> float:
         with GStreamerFrameConsumer(tmp / f"s{calibrated}") as c:
             c.get_frame(timeout=10)
             time.sleep(2)
-            cpu, _ = cpu_percent(proc.pid, 10)
+            cpu, _ = cpu_percent(proc.pid, window(10, 2))
         return cpu
     finally:
         stop(proc)
@@ -145,18 +146,20 @@ def main() -> None:
     for fmt, frame in frames.items():
         bare = sorted(bare_remap_ms(frame, fmt) for _ in range(REPEATS))
         elem = sorted(element_ms(frame, fmt) for _ in range(REPEATS))
-        rows.append([f"{fmt}: bare cv2.remap (ms/frame, median of {REPEATS})", f"{bare[1]:.2f}", ""])
-        rows.append([f"{fmt}: Python fisheyeundistort element (ms/frame, median of {REPEATS})", f"{elem[1]:.2f}", ""])
-        rows.append([f"{fmt}: Python element / bare remap", f"{elem[1] / bare[1]:.2f}", ""])
+        b, e = statistics.median(bare), statistics.median(elem)
+        rows.append([f"{fmt}: bare cv2.remap (ms/frame, median of {REPEATS})", f"{b:.2f}", ""])
+        rows.append([f"{fmt}: Python fisheyeundistort element (ms/frame, median of {REPEATS})", f"{e:.2f}", ""])
+        rows.append([f"{fmt}: Python element / bare remap", f"{e / b:.2f}", ""])
         if fmt == "I420":
             nat = sorted(element_ms(frame, fmt, native_element=True) for _ in range(REPEATS))
-            rows.append([f"I420: native cuecastremap (ms/frame, median of {REPEATS})", f"{nat[1]:.2f}", ""])
-            rows.append(["I420: native element / bare remap", f"{nat[1] / bare[1]:.2f}", "<= 1.10"])
+            n = statistics.median(nat)
+            rows.append([f"I420: native cuecastremap (ms/frame, median of {REPEATS})", f"{n:.2f}", ""])
+            rows.append(["I420: native element / bare remap", f"{n / b:.2f}", "<= 1.10"])
     vb = sorted(videobalance_ms() for _ in range(REPEATS))
     lut = sorted(luma_lut_ms(frames["I420"]) for _ in range(REPEATS))
-    rows += [["brightness/contrast as a separate videobalance (CPU ms/frame)", f"{vb[1]:.2f}", ""],
-             ["the same folded into the correction pass: luma LUT (CPU ms/frame)", f"{lut[1]:.2f}", ""],
-             ["folded / separate", f"{lut[1] / vb[1]:.2f}", ""]]
+    rows += [["brightness/contrast as a separate videobalance (CPU ms/frame)", f"{statistics.median(vb):.2f}", ""],
+             ["the same folded into the correction pass: luma LUT (CPU ms/frame)", f"{statistics.median(lut):.2f}", ""],
+             ["folded / separate", f"{statistics.median(lut) / statistics.median(vb):.2f}", ""]]
     with tempfile.TemporaryDirectory() as d:
         off = service_cpu(False, Path(d))
         on = service_cpu(True, Path(d))

@@ -39,7 +39,7 @@ from cuecast import native
 from cuecast.fisheye.demo import demo_calibration_path, demo_model
 from cuecast.fisheye.maps import build_maps
 
-S2_SECONDS = 60
+S2_SECONDS = int(window(60, 10))
 IDLE_SECONDS = window(20, 3)
 KERNEL_FRAMES = int(window(150, 10))
 COLD_FRAMES = int(window(40, 5))

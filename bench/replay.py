@@ -37,7 +37,7 @@ from bench.mjpeg import CLIP, wait_port
 from bench.rtsp import player
 
 WINDOW_S = window(10, 2)
-SECONDS = int(window(30, 4))
+SECONDS = int(window(30, 5))
 WRITES = int(window(3, 1))
 
 
