@@ -57,9 +57,9 @@ from cuecast.fisheye.demo import demo_calibration_path
 
 W, H = 1920, 1080
 RUNS = int(window(3, 1))
-WINDOW_S = window(10, 3)
-LOAD_WINDOW_S = window(20, 5)
-KILL_WINDOW_S = window(10, 6)
+WINDOW_S = window(10, 2)
+LOAD_WINDOW_S = window(20, 3)
+KILL_WINDOW_S = window(10, 4)
 BASELINE = "3480c26"  # the one-process design this bench compares with (the commit before issue 13)
 CLIP = Path(tempfile.gettempdir()) / "cuecast-bench-1080p30-mjpeg.mkv"
 READER = Path(__file__).with_name("shm_reader.py")

@@ -54,6 +54,9 @@ FIGURES: list[tuple[str, list[str]]] = [
                    "MJPEG 8001 clients fps min / median / max (10 clients)", "S2 CPU / kernel floor*"]),
 ]
 
+# Rows only the full `make bench` writes (the quick form skips running an old commit's code).
+FULL_ONLY = {"  ... two processes / one process"}
+
 STAMP = re.compile(r"^_measured (.+?)_$", re.M)
 
 
@@ -64,6 +67,7 @@ def rows_of(text: str) -> list[list[str]]:
 
 
 def find(rows: list[list[str]], label: str) -> list[str] | None:
+    label = label.strip()
     for r in rows:
         if r[0] == label or (label.endswith("*") and r[0].startswith(label[:-1])):
             return r
