@@ -58,9 +58,9 @@ fi
 
 # The native plugin (the capture path's elements), rebuilt whenever its sources change.
 native_out="src/cuecast/_native/libgstcuecast.so"
-native_sum=$(cat native/meson.build native/*.c native/*.h | sha256sum | cut -d' ' -f1)
+native_sum=$(cat native/meson.build native/*.c native/*.h native/testcam/*.c | sha256sum | cut -d' ' -f1)
 native_stamp="build/native/.cuecast-sources"
-if [[ ! -f "$native_out" || ! -f "$native_stamp" || "$(cat "$native_stamp")" != "$native_sum" ]]; then
+if [[ ! -f "$native_out" || ! -f "$(dirname "$native_out")/libcuecast-testcam.so" || ! -f "$native_stamp" || "$(cat "$native_stamp")" != "$native_sum" ]]; then
     echo "setup: building the native plugin (native/ -> $native_out)"
     mkdir -p build
     if [[ ! -f build/native/build.ninja ]]; then
@@ -72,5 +72,7 @@ if [[ ! -f "$native_out" || ! -f "$native_stamp" || "$(cat "$native_stamp")" != 
         || { cat build/native-build.log >&2; echo "setup: building the native plugin failed" >&2; exit 1; }
     mkdir -p "$(dirname "$native_out")"
     cp build/native/libgstcuecast.so "$native_out.tmp" && mv "$native_out.tmp" "$native_out"
+    testcam_out="$(dirname "$native_out")/libcuecast-testcam.so"  # the test camera's LD_PRELOAD library
+    cp build/native/libcuecast-testcam.so "$testcam_out.tmp" && mv "$testcam_out.tmp" "$testcam_out"
     echo "$native_sum" >"$native_stamp"
 fi

@@ -1,0 +1,114 @@
+"""What the test camera's sensor sees, and its frames in each format: a base picture (the demo table through
+the demo lens, a test pattern or a video file's first frame), the picture level its controls set (brightness,
+gain and exposure change it, as on a real sensor), and each frame's number painted as blocks at the top left
+(`read_number` reads it back), so a test can tell which frame it holds. Frames are made once per (format,
+size, level, number) and reused: the camera costs little while the picture does not change."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+
+BITS, CHECK_BITS, BLOCK, X0, Y0 = 16, 8, 12, 8, 8
+JPEG_QUALITY = 85
+CACHE_FRAMES = 256
+
+
+def paint_number(img: np.ndarray, n: int) -> None:
+    value = n % (1 << BITS)
+    bits = [(value >> i) & 1 for i in range(BITS)] + [((value % 251) >> i) & 1 for i in range(CHECK_BITS)]
+    for i, bit in enumerate(bits):
+        x = X0 + i * BLOCK
+        img[Y0:Y0 + BLOCK, x:x + BLOCK] = 255 if bit else 0
+
+
+def read_number(img: np.ndarray) -> int | None:
+    """The frame number painted by `paint_number` (mod 2^16) in a BGR or grey picture, None if unreadable."""
+    grey = img if img.ndim == 2 else img.mean(axis=2)
+    bits = [int(grey[Y0 + BLOCK // 2, X0 + i * BLOCK + BLOCK // 2] > 128) for i in range(BITS + CHECK_BITS)]
+    value = sum(b << i for i, b in enumerate(bits[:BITS]))
+    check = sum(b << i for i, b in enumerate(bits[BITS:]))
+    return value if value % 251 == check else None
+
+
+def base_picture(picture: str, width: int, height: int) -> np.ndarray:
+    if picture == "demo":
+        from cuecast.fisheye.demo import DemoScene
+
+        if abs(width / height - 16 / 9) > 0.01:  # the demo lens is 16:9: another mode shows the sensor resized
+            w16 = width // 2 * 2
+            scene = DemoScene(w16, (w16 * 9 // 16) // 2 * 2).background_bgr
+            return cv2.resize(scene, (width, height), interpolation=cv2.INTER_AREA)
+        return DemoScene(width, height).background_bgr.copy()
+    if picture.startswith("test:"):
+        pattern = picture[5:] or "bars"
+        img = np.zeros((height, width, 3), np.uint8)
+        if pattern == "bars":
+            colours = [(192, 192, 192), (0, 192, 192), (192, 192, 0), (0, 192, 0), (192, 0, 192), (0, 0, 192),
+                       (192, 0, 0)]
+            for i, c in enumerate(colours):
+                img[:, i * width // 7:(i + 1) * width // 7] = c
+        elif pattern == "grey":
+            img[:] = 128
+        else:
+            raise ValueError(f"picture {picture!r}: test patterns are test:bars and test:grey")
+        return img
+    cap = cv2.VideoCapture(picture)
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        raise ValueError(f"picture {picture!r}: not demo, test:PATTERN or a readable video file")
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def to_yuyv(bgr: np.ndarray) -> bytes:
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
+    y = yuv[..., 0]
+    u = ((yuv[:, 0::2, 1].astype(np.uint16) + yuv[:, 1::2, 1]) // 2).astype(np.uint8)
+    v = ((yuv[:, 0::2, 2].astype(np.uint16) + yuv[:, 1::2, 2]) // 2).astype(np.uint8)
+    out = np.empty((bgr.shape[0], bgr.shape[1] * 2), np.uint8)
+    out[:, 0::4], out[:, 2::4] = y[:, 0::2], y[:, 1::2]
+    out[:, 1::4], out[:, 3::4] = u, v
+    return out.tobytes()
+
+
+class Frames:
+    """Encoded frames of one device, made on demand and kept (an LRU of CACHE_FRAMES)."""
+
+    def __init__(self, picture: str) -> None:
+        self.picture = picture
+        self._bases: dict[tuple[int, int], np.ndarray] = {}
+        self._cache: OrderedDict[tuple[str, int, int, int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def base(self, width: int, height: int) -> np.ndarray:
+        with self._lock:
+            if (width, height) not in self._bases:
+                self._bases[(width, height)] = base_picture(self.picture, width, height)
+            return self._bases[(width, height)]
+
+    def frame(self, fourcc: str, width: int, height: int, level_pct: int, number: int) -> bytes:
+        key = (fourcc, width, height, level_pct, number)
+        with self._lock:
+            got = self._cache.get(key)
+            if got is not None:
+                self._cache.move_to_end(key)
+                return got
+        img = self.base(width, height)
+        if level_pct != 100:
+            img = cv2.convertScaleAbs(img, alpha=level_pct / 100.0)
+        else:
+            img = img.copy()
+        paint_number(img, number)
+        if fourcc == "MJPG":
+            data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+        else:
+            data = to_yuyv(img)
+        with self._lock:
+            self._cache[key] = data
+            while len(self._cache) > CACHE_FRAMES:
+                self._cache.popitem(last=False)
+        return data
