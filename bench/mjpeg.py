@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    QUICK,
     cpu_percent,
     curl_clients,
     free_ports,
