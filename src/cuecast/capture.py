@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 FrameCallback = Callable[[Gst.Buffer, int, FrameInfo | None], None]
 # Frames must have flowed this long before the backoff resets to its initial delay.
 HEALTHY_AFTER_S = 5.0
+# How often an unplugged camera's device node is looked for.
+NODE_POLL_MS = 100
 
 
 @dataclass
@@ -273,8 +275,27 @@ class SourceRunner:
         self._delay = min(self._delay * 2, self.cfg.reconnect.max_delay)
         self.status.state = "retrying"
         self.status.next_retry_s = delay
+        if self.spec.kind == "v4l2" and not os.path.exists(self.spec.location):
+            # Unplugged: the node is gone. Watch for it (cheap) instead of backing off, so a camera plugged
+            # back in streams within a fraction of a second.
+            log.warning("source %s: %s; the camera is unplugged, waiting for %s to come back",
+                        self.spec.describe(), reason, self.spec.location)
+            self._retry_id = GLib.timeout_add(NODE_POLL_MS, self._node_back)
+            return
         log.warning("source %s: %s; retrying in %.1f s", self.spec.describe(), reason, delay)
         self._retry_id = GLib.timeout_add(int(delay * 1000), self._connect)
+
+    def _node_back(self) -> bool:
+        """While a v4l2 camera is unplugged: connect as soon as its node is back."""
+        if not self._running:
+            self._retry_id = None
+            return False
+        if not os.path.exists(self.spec.location):
+            return True
+        log.info("source %s: the camera is back", self.spec.describe())
+        self._delay = self.cfg.reconnect.initial_delay
+        self._connect()
+        return False
 
     def _on_message(self, _bus: Gst.Bus, msg: Gst.Message) -> None:
         pipeline = self._pipeline

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "CUECAST_"
 ENV_CONFIG = "CUECAST_CONFIG"
 # CUECAST_ variables that are not config keys: the config file, the native plugin's (its folder, plain-C
-# kernels forced) and the bench's.
+# kernels forced), the bench's and the test camera's (cuecast-testcam sets them for the programs it runs).
 ENV_NOT_CONFIG = frozenset({
     ENV_CONFIG, "CUECAST_NATIVE_DIR", "CUECAST_NATIVE_PLAIN_C", "CUECAST_BENCH_QUICK", "CUECAST_BENCH_RESULTS",
+    "CUECAST_TESTCAM_SOCKET", "CUECAST_TESTCAM_STATE", "CUECAST_TESTCAM_DEVICES",
 })
 SYSTEM_CONFIG = Path("/etc/cuecast/cuecast.yaml")
 

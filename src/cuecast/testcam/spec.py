@@ -78,7 +78,8 @@ class Control:
         if self.type == "bool":
             return 1 if value else 0
         if self.type == "int":
-            value = self.min + round((value - self.min) / self.step) * self.step
+            if value > self.min:  # DIV_ROUND_CLOSEST: halves round up
+                value = self.min + (value - self.min + self.step // 2) // self.step * self.step
             return max(self.min, min(self.max, value))
         return value
 

@@ -1,0 +1,59 @@
+"""The test camera for tests: `cuecast-testcam run` holding its cameras open, the environment a program needs
+to see them (LD_PRELOAD and the daemon's socket), and the admin commands (unplug, replug, busy, ...)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "tests" / "data" / "testcam-uvc.yaml"
+TESTCAM = [sys.executable, "-m", "cuecast.testcam.cli"]
+_SHOW_ENV = ("import json, os, sys, time; print(json.dumps({k: v for k, v in os.environ.items() "
+             "if k == 'LD_PRELOAD' or k.startswith('CUECAST_TESTCAM_')}), flush=True); sys.stdin.read()")
+
+
+class CameraRig:
+    """`with CameraRig(tmp_path) as cam:` cameras of SPEC visible to programs started with `cam.env`."""
+
+    def __init__(self, tmp: Path, spec: Path = SPEC) -> None:
+        self.socket = tmp / "testcam.sock"
+        self.proc = subprocess.Popen([*TESTCAM, "run", "--spec", str(spec), "--socket", str(self.socket), "--",
+                                      sys.executable, "-c", _SHOW_ENV], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("cuecast-testcam run did not start")
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}, **json.loads(line)}
+
+    def admin(self, *words: str) -> str:
+        r = subprocess.run([*TESTCAM, *words, "--socket", str(self.socket)], capture_output=True, text=True,
+                           timeout=20)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    def run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a program that sees the cameras."""
+        return subprocess.run(list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the holder exits, so does `run` (with its status)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> CameraRig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,207 @@
+"""The test camera stands in for a UVC webcam: unmodified v4l2-ctl, ffmpeg, OpenCV and GStreamer's v4l2src
+accept it as they would /dev/video0 with uvcvideo (formats, frame intervals, controls with uvc's clamping and
+inactive flag, MMAP streaming at the asked rate with numbered frames), several processes see one camera
+(controls set by one are read by another; a second streamer gets EBUSY), and unplug/replug behave as the
+kernel does (ENOENT on open, ENODEV for open handles, controls back at their defaults)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.testcam import CameraRig
+
+CV2_READ = """
+import sys, time, cv2, numpy as np
+from cuecast.testcam.picture import read_number
+fourcc, w, h, fps, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+c = cv2.VideoCapture(sys.argv[6] if len(sys.argv) > 6 else "/dev/video0", cv2.CAP_V4L2)
+assert c.isOpened(), "not opened"
+c.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc)); c.set(3, w); c.set(4, h); c.set(5, fps)
+ok, f = c.read()
+t0 = time.monotonic(); nums = []; means = []
+for _ in range(n):
+    ok, f = c.read()
+    assert ok, "read failed"
+    nums.append(read_number(f)); means.append(float(f[200:, :].mean()))
+print(f.shape[1], f.shape[0], n / (time.monotonic() - t0), " ".join(map(str, nums)), np.mean(means))
+"""
+
+
+@pytest.fixture
+def cam(tmp_path: Path) -> Iterator[CameraRig]:
+    with CameraRig(tmp_path) as c:
+        yield c
+
+
+def ctl(cam: CameraRig, *args: str) -> subprocess.CompletedProcess[str]:
+    return cam.run("v4l2-ctl", "-d", "/dev/video0", *args)
+
+
+def cv2_read(cam: CameraRig, fourcc: str, w: int, h: int, fps: int, n: int) -> tuple[int, int, float, list, float]:
+    r = cam.run(sys.executable, "-c", CV2_READ, fourcc, str(w), str(h), str(fps), str(n))
+    assert r.returncode == 0, r.stderr
+    fields = r.stdout.split()
+    width, height, rate = int(fields[0]), int(fields[1]), float(fields[2])
+    nums = [None if x == "None" else int(x) for x in fields[3:-1]]
+    return width, height, rate, nums, float(fields[-1])
+
+
+def test_v4l2_ctl_sees_a_uvc_camera(cam: CameraRig) -> None:
+    a = ctl(cam, "--all")
+    assert a.returncode == 0, a.stderr
+    for needle in ("Driver name      : uvcvideo", "Card type        : USB Fisheye Camera", "Video Capture",
+                   "Streaming", "Pixel Format      : 'MJPG'", "Frames per second: 30.000",
+                   "exposure_time_absolute 0x009a0902 (int)", "flags=inactive"):
+        assert needle in a.stdout, (needle, a.stdout)
+    f = ctl(cam, "--list-formats-ext").stdout
+    assert "'MJPG' (Motion-JPEG, compressed)" in f and "'YUYV' (YUYV 4:2:2)" in f
+    assert "Size: Discrete 1280x720\n\t\t\tInterval: Discrete 0.017s (60.000 fps)" in f, f
+    m = ctl(cam, "--list-ctrls-menus").stdout
+    assert "power_line_frequency 0x00980918 (menu)" in m and "1: 50 Hz" in m
+    # The by-id name resolves to the same camera.
+    assert cam.run("v4l2-ctl", "-d", "/dev/v4l/by-id/usb-Cuecast_Test_Camera_0001-video-index0",
+                   "--info").returncode == 0
+
+
+def test_controls_behave_like_uvcvideo_across_processes(cam: CameraRig) -> None:
+    assert ctl(cam, "--set-ctrl", "brightness=1000").returncode == 0
+    assert ctl(cam, "--get-ctrl", "brightness").stdout.strip() == "brightness: 64"  # clamped to max
+    assert ctl(cam, "--set-ctrl", "brightness=-65").returncode == 0
+    assert ctl(cam, "--get-ctrl", "brightness").stdout.strip() == "brightness: -64"
+    r = ctl(cam, "--set-ctrl", "white_balance_temperature=5000")  # inactive while the automatic is on
+    assert r.returncode != 0 and "Permission denied" in r.stderr, r
+    assert ctl(cam, "--set-ctrl", "white_balance_automatic=0").returncode == 0
+    assert "flags=inactive" not in ctl(cam, "--list-ctrls").stdout.split("white_balance_temperature")[1].split("\n")[0]
+    assert ctl(cam, "--set-ctrl", "white_balance_temperature=5005").returncode == 0
+    assert ctl(cam, "--get-ctrl", "white_balance_temperature").stdout.strip() == "white_balance_temperature: 5010"
+    r = ctl(cam, "--set-ctrl", "power_line_frequency=7")
+    assert r.returncode != 0 and "Numerical result out of range" in r.stderr, r
+    r = ctl(cam, "--set-ctrl", "auto_exposure=2")  # inside the range, not an entry of the menu
+    assert r.returncode != 0 and "Invalid argument" in r.stderr, r
+
+
+def test_streaming_at_the_asked_size_and_rate_with_numbered_frames(cam: CameraRig) -> None:
+    w, h, rate, nums, _ = cv2_read(cam, "MJPG", 1280, 720, 60, 120)
+    assert (w, h) == (1280, 720)
+    assert 55 <= rate <= 62, f"{rate:.1f} fps at 1280x720@60"
+    assert None not in nums and all(b == a + 1 for a, b in zip(nums, nums[1:], strict=False)), nums
+    w, h, rate, nums, _ = cv2_read(cam, "YUYV", 1920, 1080, 5, 6)  # 1080p only at 5 fps raw, as USB 2 allows
+    assert (w, h) == (1920, 1080) and 4.5 <= rate <= 5.5, rate
+    r = cam.run("ffmpeg", "-hide_banner", "-nostdin", "-f", "v4l2", "-input_format", "mjpeg", "-video_size",
+                "1920x1080", "-framerate", "30", "-i", "/dev/video0", "-frames:v", "30", "-f", "null", "-")
+    assert r.returncode == 0 and "1920x1080" in r.stderr and "frame=   30" in r.stderr, r.stderr[-800:]
+    r = cam.run("gst-launch-1.0", "-q", "v4l2src", "device=/dev/v4l/by-id/usb-Cuecast_Test_Camera_0001-video-index0",
+                "num-buffers=20", "!", "image/jpeg,width=1920,height=1080,framerate=30/1", "!", "jpegdec", "!",
+                "fakesink")
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_picture_follows_the_controls_and_a_long_exposure_lowers_the_rate(cam: CameraRig) -> None:
+    *_, dark = cv2_read(cam, "MJPG", 640, 480, 30, 5)
+    assert ctl(cam, "--set-ctrl", "gain=100").returncode == 0
+    *_, bright = cv2_read(cam, "MJPG", 640, 480, 30, 5)
+    assert bright > dark * 1.3, (dark, bright)
+    # Manual exposure of 66.6 ms (units of 100 us) at 30 fps: the camera can only deliver 15 frames a second.
+    assert ctl(cam, "--set-ctrl", "auto_exposure=1").returncode == 0
+    assert ctl(cam, "--set-ctrl", "exposure_time_absolute=666").returncode == 0
+    _, _, rate, _, _ = cv2_read(cam, "MJPG", 640, 480, 30, 20)
+    assert 13.5 <= rate <= 16, rate
+
+
+def test_busy_unplug_and_replug(cam: CameraRig) -> None:
+    cam.admin("busy", "/dev/video0")
+    r = ctl(cam, "--set-fmt-video", "width=640,height=480,pixelformat=MJPG")
+    assert r.returncode != 0 and "Device or resource busy" in r.stdout + r.stderr, r
+    cam.admin("free", "/dev/video0")
+    assert ctl(cam, "--set-fmt-video", "width=640,height=480,pixelformat=MJPG").returncode == 0
+
+    assert ctl(cam, "--set-ctrl", "brightness=20").returncode == 0
+    reader = subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-f", "v4l2", "-i", "/dev/video0", "-t", "20",
+                               "-f", "null", "-"], env=cam.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    time.sleep(2)
+    cam.admin("unplug", "/dev/video0")
+    try:
+        reader.wait(10)  # the stream ends: the open handle gets errors, as after a real unplug
+    except subprocess.TimeoutExpired:
+        reader.kill()
+        pytest.fail("a program streaming from the camera did not notice the unplug")
+    finally:
+        assert reader.stderr is not None
+        reader.stderr.close()
+    r = ctl(cam, "--info")
+    assert r.returncode != 0 and "Cannot open device /dev/video0" in r.stderr, r  # stat: ENOENT
+    assert cam.run("test", "-e", "/dev/video0").returncode != 0
+    cam.admin("replug", "/dev/video0")
+    assert ctl(cam, "--get-ctrl", "brightness").stdout.strip() == "brightness: 0"  # back at its default
+    w, h, rate, nums, _ = cv2_read(cam, "MJPG", 640, 480, 30, 10)
+    assert (w, h) == (640, 480) and None not in nums
+
+
+def test_the_service_streams_from_the_test_camera_and_survives_a_replug(cam: CameraRig, tmp_path: Path) -> None:
+    """The plan's camera path end to end: `cuecast serve --source v4l2:///dev/video0` at 1920x1080@30 MJPEG with
+    the correction on, the backend at the camera's rate, a browser's MJPEG stream; unplugged, every output
+    shows NO SIGNAL; plugged back, real frames again within 2 s."""
+    import httpx
+
+    from cuecast.consumer import GStreamerFrameConsumer
+    from cuecast.fisheye.demo import demo_calibration_path
+    from tests.helpers.mjpeg_client import MjpegReader
+    from tests.helpers.service import ServiceProcess, http_env, wait_http
+
+    env, ports = http_env(CUECAST_RTSP__ENABLED="false")
+    sock = tmp_path / "sock"
+    svc_env = {**{k: v for k, v in cam.env.items() if k == "LD_PRELOAD" or k.startswith("CUECAST_TESTCAM_")}, **env}
+    svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--calibration", str(demo_calibration_path()),
+                          "--shm-socket", str(sock)], tmp_path / "svc.log", env=svc_env)
+    api = f"http://127.0.0.1:{ports['api']}"
+    reader = None
+    try:
+        wait_http(f"{api}/healthz")
+        reader = MjpegReader(ports["medium"])
+        source = httpx.get(f"{api}/api/status", timeout=5).json()["source"]
+        assert source["kind"] == "v4l2" and "image/jpeg" in source["device_format"], source
+        assert (source["width"], source["height"]) == (1920, 1080), source
+        reader.start()
+        with GStreamerFrameConsumer(sock) as c:
+            t0, n = time.monotonic(), 0
+            while time.monotonic() - t0 < 4:
+                got = c.read(timeout=1.0, copy=False)
+                if got is not None and not got[1].placeholder:
+                    n += 1
+            fps = n / (time.monotonic() - t0)
+            assert fps >= 28, f"backend {fps:.1f} fps from the 30 fps camera"
+            assert reader.frames_between(t0, time.monotonic()) >= 4 * 25, "the browser's stream lags"
+
+            for attempt in range(2):  # two replugs: each must bring frames back within 2 s
+                cam.admin("unplug", "/dev/video0")
+                deadline = time.monotonic() + 10
+                while True:  # NO SIGNAL frames
+                    got = c.read(timeout=1.0, copy=False)
+                    if got is not None and got[1].placeholder:
+                        break
+                    assert time.monotonic() < deadline, "no NO SIGNAL frame after the unplug"
+                time.sleep(1)
+                cam.admin("replug", "/dev/video0")
+                t_plug = time.monotonic()
+                while True:
+                    got = c.read(timeout=1.0, copy=False)
+                    if got is not None and not got[1].placeholder:
+                        break
+                    assert time.monotonic() - t_plug < 15, f"no camera frame after the replug:\n{svc.log()[-2000:]}"
+                back = time.monotonic() - t_plug
+                print(f"replug {attempt}: frames back after {back:.2f} s")
+                assert back <= 2.0, f"camera frames back {back:.2f} s after the replug"
+        assert reader.is_alive(), "the browser's stream was closed by the unplug"
+        assert svc.proc.poll() is None
+    finally:
+        if reader is not None:
+            reader.close()
+        svc.terminate()
+        svc.close()
