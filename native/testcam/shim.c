@@ -1062,6 +1062,10 @@ ext_ctrls (struct tc_file *f, struct v4l2_ext_controls *ec, int op)
 {
   /* op: 0 get, 1 set, 2 try. The whole set is checked before anything is applied (error_idx = count). */
   for (uint32_t i = 0; i < ec->count; i++) {
+    if (is_class_ctrl (f, ec->controls[i].id)) {  /* write-only for G, read-only for S/TRY */
+      ec->error_idx = op == 0 ? i : ec->count;
+      return -EACCES;
+    }
     if (!find_ctrl (f, ec->controls[i].id)) {
       ec->error_idx = op == 0 ? i : ec->count;
       return -EINVAL;
@@ -1085,6 +1089,11 @@ do_ioctl (struct tc_file *f, unsigned long req, void *arg)
 {
   if (unplugged (f))
     return -ENODEV;
+  if (_IOC_TYPE (req) != 'V')
+    return -ENOTTY;
+  if (_IOC_SIZE (req) && !arg && req != VIDIOC_LOG_STATUS && req != VIDIOC_DBG_G_REGISTER
+      && req != VIDIOC_DBG_S_REGISTER && _IOC_NR (req) <= _IOC_NR (VIDIOC_QUERY_EXT_CTRL))
+    return -EFAULT;             /* as the kernel's copy_from_user would */
   switch (req) {
     case VIDIOC_QUERYCAP:{
       struct v4l2_capability *cap = arg;
@@ -1315,7 +1324,7 @@ do_ioctl (struct tc_file *f, unsigned long req, void *arg)
       f->nbufs = 0;
       f->nqueued = f->ndone = 0;
       if (rb->count == 0)
-        return request (f, NULL, 0, "RELEASE");
+        return request (f, NULL, 0, "RELEASE");      /* EBUSY while another handle owns the queue */
       int r = request (f, NULL, 0, "ACQUIRE");
       if (r < 0)
         return r;
@@ -1333,6 +1342,16 @@ do_ioctl (struct tc_file *f, unsigned long req, void *arg)
     }
     case VIDIOC_CREATE_BUFS:
       return -ENOTTY;
+    case VIDIOC_SUBSCRIBE_EVENT:{
+      struct v4l2_event_subscription *sub = arg;
+      if (sub->type != V4L2_EVENT_CTRL || (!find_ctrl (f, sub->id) && !is_class_ctrl (f, sub->id)))
+        return -EINVAL;
+      return 0;                 /* accepted; this camera raises no control events (none changes by itself) */
+    }
+    case VIDIOC_UNSUBSCRIBE_EVENT:
+      return 0;
+    case VIDIOC_DQEVENT:
+      return -ENOENT;
     case VIDIOC_QUERYBUF:{
       struct v4l2_buffer *vb = arg;
       if (vb->type != V4L2_BUF_TYPE_VIDEO_CAPTURE || vb->index >= (uint32_t) f->nbufs)
@@ -1346,6 +1365,8 @@ do_ioctl (struct tc_file *f, unsigned long req, void *arg)
           || vb->index >= (uint32_t) f->nbufs)
         return -EINVAL;
       struct tc_buf *b = &f->bufs[vb->index];
+      if (vb->flags & V4L2_BUF_FLAG_REQUEST_FD)
+        return -EBADR;          /* no Request API on uvcvideo */
       if (b->state != B_USER)
         return -EINVAL;
       b->state = B_QUEUED;
@@ -1398,9 +1419,6 @@ do_ioctl (struct tc_file *f, unsigned long req, void *arg)
     case VIDIOC_G_DV_TIMINGS:
     case VIDIOC_ENUM_DV_TIMINGS:
     case VIDIOC_DV_TIMINGS_CAP:
-    case VIDIOC_SUBSCRIBE_EVENT:
-    case VIDIOC_UNSUBSCRIBE_EVENT:
-    case VIDIOC_DQEVENT:
     case VIDIOC_LOG_STATUS:
     case VIDIOC_G_OUTPUT:
     case VIDIOC_ENUMOUTPUT:
@@ -1420,6 +1438,8 @@ do_ioctl (struct tc_file *f, unsigned long req, void *arg)
 static int
 dqbuf (struct tc_file *f, struct v4l2_buffer *vb)
 {
+  if (!vb)
+    return -EFAULT;
   if (vb->type != V4L2_BUF_TYPE_VIDEO_CAPTURE || vb->memory != V4L2_MEMORY_MMAP)
     return -EINVAL;
   for (;;) {

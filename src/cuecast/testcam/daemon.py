@@ -240,6 +240,8 @@ class Camera:
                 self.stop_stream()
             return "OK"
         if op == "RELEASE":
+            if self.owner is not None and self.owner is not client:
+                return f"ERR {errno.EBUSY}"
             if self.owner is client:
                 self.stop_stream()
                 self.owner = None
