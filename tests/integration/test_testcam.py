@@ -92,7 +92,7 @@ def test_streaming_at_the_asked_size_and_rate_with_numbered_frames(cam: CameraRi
     assert 55 <= rate <= 62, f"{rate:.1f} fps at 1280x720@60"
     assert None not in nums and all(b == a + 1 for a, b in zip(nums, nums[1:], strict=False)), nums
     w, h, rate, nums, _ = cv2_read(cam, "YUYV", 1920, 1080, 5, 6)  # 1080p only at 5 fps raw, as USB 2 allows
-    assert (w, h) == (1920, 1080) and 4.5 <= rate <= 5.5, rate
+    assert (w, h) == (1920, 1080) and 4.5 <= rate <= 6.2, rate  # 6 frames: one interval of slack
     r = cam.run("ffmpeg", "-hide_banner", "-nostdin", "-f", "v4l2", "-input_format", "mjpeg", "-video_size",
                 "1920x1080", "-framerate", "30", "-i", "/dev/video0", "-frames:v", "30", "-f", "null", "-")
     assert r.returncode == 0 and "1920x1080" in r.stderr and "frame=   30" in r.stderr, r.stderr[-800:]
