@@ -20,6 +20,7 @@
  */
 #undef _FILE_OFFSET_BITS /* we define both open and open64 (and friends) ourselves */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -809,6 +810,96 @@ realpath (const char *path, char *resolved)
     return strdup (n->path);
   snprintf (resolved, PATH_MAX, "%s", n->path);
   return resolved;
+}
+
+/* /dev/v4l/by-id listed: the by-id names of the plugged cameras (as udev makes them). */
+#define BYID_DIR "/dev/v4l/by-id"
+struct fake_dir { struct dirent ents[MAX_DEVS + 2]; int n, pos; };
+static struct fake_dir *fake_dirs[8];
+static DIR *(*real_opendir) (const char *);
+static struct dirent *(*real_readdir) (DIR *);
+static int (*real_closedir) (DIR *);
+
+static int
+fake_slot (DIR *d)
+{
+  for (int i = 0; i < 8; i++)
+    if (d && (void *) fake_dirs[i] == (void *) d)
+      return i;
+  return -1;
+}
+
+DIR *
+opendir (const char *name)
+{
+  INIT ();
+  if (!real_opendir) {
+    real_opendir = dlsym (RTLD_NEXT, "opendir");
+    real_readdir = dlsym (RTLD_NEXT, "readdir");
+    real_closedir = dlsym (RTLD_NEXT, "closedir");
+  }
+  if (!name || (strcmp (name, BYID_DIR) && strcmp (name, BYID_DIR "/")))
+    return real_opendir (name);
+  struct fake_dir *d = calloc (1, sizeof *d);
+  if (!d)
+    return NULL;
+  const char *dots[2] = { ".", ".." };
+  for (int i = 0; i < 2; i++) {
+    d->ents[d->n].d_type = DT_DIR;
+    snprintf (d->ents[d->n++].d_name, sizeof d->ents[0].d_name, "%s", dots[i]);
+  }
+  for (int i = 0; i < nnodes; i++)
+    if (nodes[i].by_id[0] && !node_unplugged (&nodes[i])) {
+      d->ents[d->n].d_type = DT_LNK;
+      d->ents[d->n].d_ino = 2000 + nodes[i].minor;
+      snprintf (d->ents[d->n++].d_name, sizeof d->ents[0].d_name, "%s", nodes[i].by_id + strlen (BYID_DIR) + 1);
+    }
+  pthread_mutex_lock (&table_lock);
+  for (int i = 0; i < 8; i++)
+    if (!fake_dirs[i]) {
+      fake_dirs[i] = d;
+      pthread_mutex_unlock (&table_lock);
+      return (DIR *) d;
+    }
+  pthread_mutex_unlock (&table_lock);
+  free (d);
+  errno = EMFILE;
+  return NULL;
+}
+
+struct dirent *
+readdir (DIR *dir)
+{
+  INIT ();
+  if (!real_readdir)
+    real_readdir = dlsym (RTLD_NEXT, "readdir");
+  int i = fake_slot (dir);
+  if (i < 0)
+    return real_readdir (dir);
+  struct fake_dir *d = fake_dirs[i];
+  return d->pos < d->n ? &d->ents[d->pos++] : NULL;
+}
+
+struct dirent64 *
+readdir64 (DIR *dir)
+{
+  return (struct dirent64 *) readdir (dir);
+}
+
+int
+closedir (DIR *dir)
+{
+  INIT ();
+  if (!real_closedir)
+    real_closedir = dlsym (RTLD_NEXT, "closedir");
+  pthread_mutex_lock (&table_lock);
+  int i = fake_slot (dir);
+  if (i >= 0) {
+    free (fake_dirs[i]);
+    fake_dirs[i] = NULL;
+  }
+  pthread_mutex_unlock (&table_lock);
+  return i >= 0 ? 0 : real_closedir (dir);
 }
 
 /* /sys/dev/char/81:N/uevent, where v4l-utils learn what a node is (DEVNAME=videoN). */

@@ -111,10 +111,12 @@ def _hint(spec: SourceSpec, text: str) -> str:
 class SourceRunner:
     """Runs one source; rebuilds its pipeline on error with backoff; loops files."""
 
-    def __init__(self, spec: SourceSpec, cfg: SourceConfig, on_frame: FrameCallback) -> None:
+    def __init__(self, spec: SourceSpec, cfg: SourceConfig, on_frame: FrameCallback,
+                 before_open: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.cfg = cfg
         self._on_frame = on_frame
+        self._before_open = before_open  # a camera's saved controls, set before each open (v4l2)
         self._pipeline: Gst.Pipeline | None = None
         self._lock = threading.Lock()
         self._running = False
@@ -209,6 +211,8 @@ class SourceRunner:
         return False
 
     def _start_pipeline(self) -> None:
+        if self.spec.kind == "v4l2" and self._before_open is not None:
+            self._before_open()
         try:
             desc = self._description()
             pipeline = Gst.parse_launch(desc)

@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from cuecast import __version__, native
+from cuecast import __version__, native, v4l2
 from cuecast.child import Heartbeat, Runtime, set_priority, start_worker
 from cuecast.config import Config, ConfigError, ControlsConfig, load_config, reload_plan
 from cuecast.control import ControlError, ControlServer
@@ -40,6 +40,23 @@ from cuecast.table.detect import drift
 from cuecast.table.maps import table_maps
 
 log = logging.getLogger(__name__)
+
+# How often the camera's controls are compared with the saved values (some cameras reset on their own).
+CAMERA_CHECK_S = 5
+KEEP = "__keep__"  # set_camera: leave the profile as it is
+
+
+def by_id_of(path: str) -> str | None:
+    """The /dev/v4l/by-id name that points at a device node, if any (stable across replugs)."""
+    folder = "/dev/v4l/by-id"
+    try:
+        for name in sorted(os.listdir(folder)):
+            if os.path.realpath(os.path.join(folder, name)) == os.path.realpath(path):
+                return os.path.join(folder, name)
+    except OSError:
+        pass
+    return None
+
 
 # The ring holds few frames: the streaming process copies each one out as it arrives.
 RING_BUFFERS = 4
@@ -190,11 +207,13 @@ class CaptureService:
             raise StartupError(f"capture pipeline failed to start: {e}") from None
         from cuecast.capture import SourceRunner
 
-        self.runner = SourceRunner(spec, cfg.source, self._on_frame)
+        self.runner = SourceRunner(spec, cfg.source, self._on_frame, before_open=self.apply_camera_controls)
         self.runner.start()
         self.feeder = NoSignalFeeder(w, h, fps, spec.describe(), self._last_real, self._push_placeholder)
         self.feeder.start()
         self.control.start()
+        if spec.kind == "v4l2":
+            GLib.timeout_add_seconds(CAMERA_CHECK_S, self._check_camera)
         if self.table is not None:
             self._drift_thread = threading.Thread(target=self._drift_loop, name="table-drift", daemon=True)
             self._drift_thread.start()
@@ -389,6 +408,10 @@ class CaptureService:
             cv2.imwrite(str(tmp), frame)
             tmp.replace(path)
             return {"path": str(path), "width": int(frame.shape[1]), "height": int(frame.shape[0])}
+        if op == "camera":
+            return self.camera_status()
+        if op == "camera_set":
+            return self.set_camera(args.get("controls") or {}, args.get("profile", KEEP))
         if op == "fisheye":
             enabled = bool(args.get("enabled"))
             if self.pipeline is None or not self.pipeline.set_fisheye_enabled(enabled):
@@ -396,6 +419,88 @@ class CaptureService:
             self.cfg.fisheye.enabled = enabled
             return {"enabled": enabled}
         raise ControlError(f"unknown request {op!r}")
+
+    # -- the camera's own controls (V4L2) ---------------------------------------------------------------
+
+    def _camera_path(self) -> str:
+        if self.spec is None or self.spec.kind != "v4l2":
+            kind = self.spec.kind if self.spec else "none"
+            raise ControlError(f"gone: no V4L2 camera: the source is {kind} (source.uri: v4l2:///dev/videoN)")
+        return self.spec.location
+
+    def apply_camera_controls(self) -> None:
+        """Set the saved controls in the device: before every open (start, replug, restart) and when the
+        device drifted. Never fatal: a control the camera refuses is logged and the stream goes on."""
+        values = self.cfg.camera.effective()
+        if not values or self.spec is None or self.spec.kind != "v4l2":
+            return
+        try:
+            with v4l2.Camera(self.spec.location) as cam:
+                applied = v4l2.apply(cam, values)
+            log.info("camera controls applied: %s", ", ".join(f"{k}={v}" for k, v in applied.items()))
+        except v4l2.CameraError as e:
+            log.warning("camera controls not applied: %s", e)
+
+    def _check_camera(self) -> bool:
+        """Some cameras reset a control on their own: put the saved value back, and say so."""
+        values = self.cfg.camera.effective()
+        if not values or self.spec is None or not os.path.exists(self.spec.location):
+            return True
+        try:
+            with v4l2.Camera(self.spec.location) as cam:
+                now = {c.name: c.value for c in cam.controls()}
+            drifted = {k: v for k, v in values.items() if k in now and now[k] != v}
+            if drifted:
+                log.warning("camera reported %s instead of the saved values: setting them again",
+                            ", ".join(f"{k}={now[k]}" for k in drifted))
+                self.apply_camera_controls()
+        except v4l2.CameraError as e:
+            log.debug("camera check: %s", e)
+        return True
+
+    def camera_status(self) -> dict[str, Any]:
+        path = self._camera_path()
+        try:
+            with v4l2.Camera(path) as cam:
+                info, modes, controls = cam.info(), cam.modes(), cam.controls()
+        except v4l2.CameraError as e:
+            raise ControlError(f"{e.kind}: {e}") from None
+        src = self.runner.status if self.runner is not None else None
+        return {"path": path, **info, "by_id": by_id_of(path),
+                "mode": {"format": src.device_format if src else None, "width": self.cfg.source.width,
+                         "height": self.cfg.source.height, "fps": self.cfg.source.fps},
+                "modes": modes, "controls": [c.as_dict() for c in controls],
+                "saved": self.cfg.camera.controls, "profile": self.cfg.camera.profile,
+                "profiles": self.cfg.camera.profiles}
+
+    def set_camera(self, values: dict[str, Any], profile: Any = KEEP) -> dict[str, Any]:
+        """Set controls live (all checked first, applied in dependency order, read back) and keep them in this
+        process's config, so a replug or reopen applies them again; or, with `profile`, switch to that named
+        profile (None: none) and apply its values."""
+        path = self._camera_path()
+        camera = self.cfg.camera
+        if profile is not KEEP:
+            if profile is not None and profile not in camera.profiles:
+                raise ControlError(f"unknown: no camera profile {profile!r}; profiles: "
+                                   + (", ".join(sorted(camera.profiles)) or "none (camera.profiles)"))
+            values = {**(camera.profiles[profile] if profile else {}), **values}
+        try:
+            with v4l2.Camera(path) as cam:
+                applied = v4l2.apply(cam, values)
+        except v4l2.CameraError as e:
+            raise ControlError(f"{e.kind}: {e}") from None
+        if profile is KEEP:
+            profiles = dict(camera.profiles)
+            if camera.profile:  # the profile in use keeps what was just set, or a reopen would undo it
+                profiles[camera.profile] = {**profiles[camera.profile],
+                                            **{k: v for k, v in applied.items() if k in profiles[camera.profile]}}
+            self.cfg.camera = camera.model_copy(update={"controls": {**camera.controls, **applied},
+                                                        "profiles": profiles})
+        else:
+            self.cfg.camera = camera.model_copy(update={"profile": profile})
+        if applied:
+            log.info("camera controls set: %s", ", ".join(f"{k}={v}" for k, v in applied.items()))
+        return {"applied": applied, "camera": self.cfg.camera.model_dump()}
 
     def set_ring_demand(self, on: bool) -> None:
         if on != self.ring_demand:

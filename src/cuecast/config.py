@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,37 @@ class TableConfig(_Model):
     margin_mm: float = Field(60.0, ge=0.0, le=500.0, description="border around the playing surface in the view")
     drift_px: float = Field(8.0, ge=1.0, le=200.0, description="warn when the table moved this much in the picture")
     drift_interval: float = Field(60.0, ge=2.0, le=3600.0, description="seconds between two drift checks")
+
+
+CONTROL_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class CameraConfig(_Model):
+    """The camera's own controls (V4L2, set in the device: exposure, gain, white balance, focus, power-line
+    frequency), by the names `v4l2-ctl --list-ctrls` prints. Applied every time the camera is opened (start,
+    replug, capture restart); a named profile's values are applied over `controls`."""
+
+    controls: dict[str, int] = Field(default_factory=dict, description="name: value, e.g. auto_exposure: 1")
+    profiles: dict[str, dict[str, int]] = Field(default_factory=dict, description="named sets of controls")
+    profile: str | None = Field(None, description="the profile in use (a key of profiles)")
+
+    @field_validator("controls")
+    @classmethod
+    def _names(cls, v: dict[str, int]) -> dict[str, int]:
+        for name in v:
+            if not re.match(CONTROL_NAME, name):
+                raise ValueError(f"{name!r} is not a V4L2 control name (lower case, e.g. exposure_time_absolute)")
+        return v
+
+    @model_validator(mode="after")
+    def _profile_known(self) -> CameraConfig:
+        if self.profile is not None and self.profile not in self.profiles:
+            raise ValueError(f"profile {self.profile!r} is not one of profiles: {sorted(self.profiles) or 'none'}")
+        return self
+
+    def effective(self) -> dict[str, int]:
+        """What is applied to the device: controls, then the active profile's values over them."""
+        return {**self.controls, **(self.profiles.get(self.profile, {}) if self.profile else {})}
 
 
 class ControlsConfig(_Model):
@@ -314,6 +346,7 @@ class Config(_Model):
     shm: ShmConfig = ShmConfig()
     fisheye: FisheyeConfig = FisheyeConfig()
     controls: ControlsConfig = Field(default_factory=ControlsConfig, json_schema_extra=LIVE)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
     table: TableConfig = TableConfig()
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
@@ -605,6 +638,11 @@ def _migrate(data: dict[str, Any], origin: str, lines: dict[tuple[str, ...], str
 def save_controls(path: Path, controls: ControlsConfig) -> None:
     """Write the `controls:` section into a config file, keeping its comments and everything else."""
     _save_section(path, "controls", controls.model_dump())
+
+
+def save_camera(path: Path, camera: CameraConfig) -> None:
+    """Write the `camera:` section (the device's controls and profiles) into a config file."""
+    _save_section(path, "camera", camera.model_dump())
 
 
 def save_table_path(path: Path, table_path: Path) -> None:

@@ -216,3 +216,80 @@ def test_v4l2_compliance_format_and_control_query_tests_pass(cam: CameraRig) -> 
                  "VIDIOC_QUERY_EXT_CTRL/QUERYMENU", "VIDIOC_QUERYCTRL", "VIDIOC_ENUM_FMT/FRAMESIZES/FRAMEINTERVALS",
                  "VIDIOC_G/S_PARM", "VIDIOC_G_FMT", "VIDIOC_TRY_FMT", "VIDIOC_S_FMT"):
         assert f"test {test}: OK" in r.stdout, (test, r.stdout[-3000:])
+
+
+def test_camera_controls_through_the_api_stick_across_replug_and_restart(cam: CameraRig, tmp_path: Path) -> None:
+    """GET /api/camera reads the device; PUT sets controls live in dependency order, refuses what the camera
+    would not take with the fix named, saves them; a replug (controls back at the camera's defaults) and a
+    service restart find them applied again."""
+    import httpx
+
+    from tests.helpers.service import ServiceProcess, http_env, wait_http
+
+    cfg = tmp_path / "cuecast.yaml"
+    cfg.write_text("source:\n  uri: v4l2:///dev/video0\n  width: 640\n  height: 480\n")
+    env, ports = http_env(CUECAST_RTSP__ENABLED="false")
+    svc_env = {**{k: v for k, v in cam.env.items() if k == "LD_PRELOAD" or k.startswith("CUECAST_TESTCAM_")}, **env}
+    api = f"http://127.0.0.1:{ports['api']}"
+
+    def start() -> ServiceProcess:
+        svc = ServiceProcess(["--config", str(cfg), "--shm-socket", str(tmp_path / "sock")], tmp_path / "svc.log",
+                             env=svc_env)
+        wait_http(f"{api}/healthz")
+        return svc
+
+    def device(name: str) -> str:
+        return ctl(cam, "--get-ctrl", name).stdout.strip()
+
+    svc = start()
+    try:
+        got = httpx.get(f"{api}/api/camera", timeout=10).json()
+        assert got["card"] == "USB Fisheye Camera" and got["driver"] == "uvcvideo", got
+        assert got["by_id"] == "/dev/v4l/by-id/usb-Cuecast_Test_Camera_0001-video-index0"
+        assert {"format": "MJPG", "width": 1280, "height": 720, "fps": [60.0, 30.0]} in got["modes"]
+        exposure = next(c for c in got["controls"] if c["name"] == "exposure_time_absolute")
+        assert "inactive" in exposure["flags"] and exposure["active_when"] == {"auto_exposure": 1}, exposure
+        plf = next(c for c in got["controls"] if c["name"] == "power_line_frequency")
+        assert plf["menu"] == {"0": "Disabled", "1": "50 Hz", "2": "60 Hz"} and plf["value"] == 1
+
+        r = httpx.put(f"{api}/api/camera", json={"controls": {"exposure_time_absolute": 80}}, timeout=10)
+        assert r.status_code == 409 and "auto_exposure=1" in r.json()["detail"], r.text
+        r = httpx.put(f"{api}/api/camera", json={"controls": {"shutter": 1}}, timeout=10)
+        assert r.status_code == 422 and "exposure_time_absolute" in r.json()["detail"], r.text  # lists the names
+        r = httpx.put(f"{api}/api/camera", json={"controls": {"gain": 500}}, timeout=10)
+        assert r.status_code == 422 and "0..100" in r.json()["detail"], r.text
+        r = httpx.put(f"{api}/api/camera", json={"controls": {"power_line_frequency": 3}}, timeout=10)
+        assert r.status_code == 422 and "60 Hz" in r.json()["detail"], r.text
+        # The manual value and the mode that allows it in one request, in any order: the mode goes first.
+        r = httpx.put(f"{api}/api/camera", json={"controls": {"exposure_time_absolute": 80, "auto_exposure": 1,
+                                                               "power_line_frequency": 2}}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json()["controls"] == {"auto_exposure": 1, "exposure_time_absolute": 80, "power_line_frequency": 2}
+        assert r.json()["persisted_to"] == str(cfg)
+        assert device("exposure_time_absolute") == "exposure_time_absolute: 80"
+        assert "power_line_frequency: 2" in cfg.read_text()
+
+        cam.admin("unplug", "/dev/video0")
+        time.sleep(0.5)
+        cam.admin("replug", "/dev/video0")  # the camera comes back at its defaults
+        deadline = time.monotonic() + 10
+        while device("exposure_time_absolute") != "exposure_time_absolute: 80":
+            assert time.monotonic() < deadline, f"not applied again after the replug: {svc.log()[-1500:]}"
+            time.sleep(0.2)
+        assert device("power_line_frequency").startswith("power_line_frequency: 2")
+    finally:
+        svc.terminate()
+        svc.close()
+
+    # A reboot: the camera powers up at its defaults, the service applies the saved values before streaming.
+    cam.admin("unplug", "/dev/video0")
+    cam.admin("replug", "/dev/video0")
+    assert device("exposure_time_absolute") == "exposure_time_absolute: 156"
+    svc = start()
+    try:
+        assert device("exposure_time_absolute") == "exposure_time_absolute: 80"
+        assert device("auto_exposure") == "auto_exposure: 1 (Manual Mode)"
+        assert "camera controls applied" in svc.log()
+    finally:
+        svc.terminate()
+        svc.close()

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cuecast import __version__
-from cuecast.config import ControlsConfig, save_controls, save_table_path
+from cuecast.config import CameraConfig, ControlsConfig, save_camera, save_controls, save_table_path
 from cuecast.control import ControlError
 from cuecast.outputs.webrtc import WebRtcOutput, WhepError
 from cuecast.service import QUALITIES, Service
@@ -64,6 +64,32 @@ class ControlsUpdate(BaseModel):
 
 class ControlsResult(ControlsConfig):
     persisted_to: str | None = Field(None, description="config file the controls were saved to, if any")
+
+
+class CameraUpdate(BaseModel):
+    """Camera (V4L2) controls to set, by the names `GET /api/camera` lists (v4l2-ctl's): {"controls":
+    {"auto_exposure": 1, "exposure_time_absolute": 80}}. Applied live in dependency order and saved."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    controls: dict[str, int] = Field(..., description="name: whole number (menus: the entry's index)")
+
+
+class CameraProfile(BaseModel):
+    """Switch to a named profile of camera.profiles (null: none)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    profile: str | None
+
+
+# A camera request the capture process refused, by the kind it names: the HTTP status to answer with.
+CAMERA_STATUS = {"unknown": 422, "value": 422, "inactive": 409, "busy": 409, "gone": 503}
+
+
+def camera_error(e: ControlError) -> HTTPException:
+    kind, _, text = str(e).partition(": ")
+    if kind in CAMERA_STATUS:
+        return HTTPException(CAMERA_STATUS[kind], text)
+    return HTTPException(503, f"the capture process did not answer: {e}")
 
 
 # Pairs as two-item arrays (not tuples: their "prefixItems" schemas trip OpenAPI tools).
@@ -568,6 +594,49 @@ def create_app(service: Service) -> FastAPI:
                     log.warning("controls applied but not saved to %s: %s", service.config_path, e)
             log.info("controls set: %s", ", ".join(f"{k}={v}" for k, v in controls.model_dump().items()))
             return ControlsResult(**controls.model_dump(), persisted_to=persisted)
+
+    camera_lock = asyncio.Lock()
+
+    async def camera_request(op: str, **args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(service.link.request, op, 10.0, **args)
+        except ControlError as e:
+            raise camera_error(e) from None
+
+    async def keep_camera(result: dict[str, Any]) -> str | None:
+        """The capture process's camera section after a change: into this process's config and the file."""
+        service.cfg.camera = CameraConfig(**result["camera"])
+        if service.config_path is None:
+            return None
+        try:
+            await asyncio.to_thread(save_camera, service.config_path, service.cfg.camera)
+            return str(service.config_path)
+        except OSError as e:
+            log.warning("camera controls applied but not saved to %s: %s", service.config_path, e)
+            return None
+
+    @app.get("/api/camera", summary="The camera: device, modes and every control read from it",
+             responses={503: {"description": "No V4L2 camera (another source), or it is unplugged"}})
+    async def get_camera() -> dict[str, Any]:
+        return await camera_request("camera")
+
+    @app.put("/api/camera", summary="Set camera controls live (saved; applied again on every open)",
+             responses={409: {"description": "A control is inactive (the answer names what makes it active)"},
+                        422: {"description": "Unknown control (the answer lists them) or a value out of range"},
+                        503: {"description": "No camera"}})
+    async def put_camera(update: CameraUpdate) -> dict[str, Any]:
+        async with camera_lock:
+            result = await camera_request("camera_set", controls=update.controls)
+            persisted = await keep_camera(result)
+            return {"controls": result["applied"], "persisted_to": persisted}
+
+    @app.put("/api/camera/profile", summary="Switch to a named camera profile (camera.profiles)",
+             responses={422: {"description": "No such profile"}, 503: {"description": "No camera"}})
+    async def put_camera_profile(body: CameraProfile) -> dict[str, Any]:
+        async with camera_lock:
+            result = await camera_request("camera_set", profile=body.profile)
+            persisted = await keep_camera(result)
+            return {"profile": body.profile, "controls": result["applied"], "persisted_to": persisted}
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> Response:
