@@ -53,6 +53,7 @@ class SourceStatus:
     last_error: str | None = None
     next_retry_s: float | None = None
     last_frame_mono: float | None = None
+    corrupt_frames: int = 0  # frames the decoder could not decode (dropped, counted; never a restart)
 
 
 HTTP_PROBE_TIMEOUT_S = 2.0
@@ -95,10 +96,32 @@ def probe_http(url: str) -> tuple[str, str]:
     return "other", f"the camera answers {ctype or 'without a content type'}, not multipart MJPEG"
 
 
+def holders(device: str) -> str:
+    """The processes that have `device` open ("pid 1234 (ffmpeg)"), from /proc; empty when none is found."""
+    try:
+        target = os.path.realpath(device)
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            if int(pid) == os.getpid():
+                continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+                if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+                    with open(f"/proc/{pid}/comm") as f:
+                        found.append(f"pid {pid} ({f.read().strip()})")
+            except OSError:
+                continue
+        return ", ".join(found)
+    except OSError:
+        return ""
+
+
 def _hint(spec: SourceSpec, text: str) -> str:
     low = text.lower()
     if spec.kind == "v4l2" and "busy" in low:
-        return f"camera {spec.location} is busy: another program holds it (check `fuser {spec.location}`)"
+        who = holders(spec.location)
+        return (f"camera {spec.location} is busy: another program holds it"
+                + (f": {who}" if who else f" (check `fuser {spec.location}`)"))
     if spec.kind == "v4l2" and ("cannot identify" in low or "no such" in low):
         return f"camera {spec.location} disappeared: check the cable"
     if spec.kind == "file" and any(k in low for k in ("type", "text file", "decod", "plugin", "demux", "stream")):
@@ -131,6 +154,7 @@ class SourceRunner:
         self._attempt_multipart = True  # HTTP cameras: what this attempt's answer was (see _probe_http)
         self._file_id: tuple[int, int, float] | None = None
         self._format_error: str | None = None
+        self._jpeg: bool | None = None  # the camera sends JPEG (checked per frame), once its caps are known
 
     # -- public, any thread ------------------------------------------------------------------------
 
@@ -226,6 +250,10 @@ class SourceRunner:
         if demo_src is not None:
             self._demo_frame = 0
             demo_src.connect("need-data", self._on_demo_need_data)
+        camera = pipeline.get_by_name("cuecast_camera")
+        if camera is not None:
+            self._jpeg = None
+            camera.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._check_jpeg)
         bus = pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self._on_message)
@@ -300,6 +328,31 @@ class SourceRunner:
         self._delay = self.cfg.reconnect.initial_delay
         self._connect()
         return False
+
+    def _check_jpeg(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        """Drop (and count) a camera JPEG that is cut short or garbled, as some cameras send: no start-of-image
+        marker, or no end-of-image marker near its end. The decoder would show it half grey; never a restart."""
+        if self._jpeg is None:
+            caps = pad.get_current_caps()
+            self._jpeg = caps is not None and caps.get_structure(0).get_name() == "image/jpeg"
+        if not self._jpeg:
+            return Gst.PadProbeReturn.OK
+        buf = info.get_buffer()
+        ok, mi = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            return Gst.PadProbeReturn.OK
+        try:
+            n = mi.size
+            good = n > 4 and bytes(mi.data[:2]) == b"\xff\xd8" and b"\xff\xd9" in bytes(mi.data[max(0, n - 4096):n])
+        finally:
+            buf.unmap(mi)
+        if good:
+            return Gst.PadProbeReturn.OK
+        self.status.corrupt_frames += 1
+        if self.status.corrupt_frames in (1, 10, 100) or self.status.corrupt_frames % 1000 == 0:
+            log.warning("source %s: %d corrupt JPEG frame(s) from the camera dropped so far",
+                        self.spec.describe(), self.status.corrupt_frames)
+        return Gst.PadProbeReturn.DROP
 
     def _on_message(self, _bus: Gst.Bus, msg: Gst.Message) -> None:
         pipeline = self._pipeline

@@ -66,8 +66,10 @@ def parse_source(uri: str, *, device_exists: bool | None = None) -> SourceSpec:
         if not device.startswith("/dev/"):
             raise SourceError(f"v4l2 source {uri!r}: expected v4l2:///dev/videoN")
         return SourceSpec("v4l2", device)
-    if uri.startswith("/dev/video"):
-        return SourceSpec("v4l2", uri)
+    if uri.startswith("/dev/video") or uri.startswith("/dev/v4l/"):
+        return SourceSpec("v4l2", uri)  # /dev/v4l/by-id/NAME: the same camera after a replug, whatever its N
+    if uri.startswith("usb-") and "video-index" in uri:
+        return SourceSpec("v4l2", f"/dev/v4l/by-id/{uri}")  # a by-id name alone
     scheme = urlparse(uri).scheme.lower()
     if scheme in ("rtsp", "rtsps"):
         return SourceSpec("rtsp", uri)
@@ -150,7 +152,7 @@ def source_fragment(spec: SourceSpec, width: int, height: int, fps: int, fmt: st
     if spec.kind == "v4l2":
         chosen = "MJPG" if fmt == "auto" else fmt
         caps, dec = v4l2_caps(chosen, width, height, fps)
-        return f"v4l2src device={_q(spec.location)} do-timestamp=true ! {caps} ! {dec}"
+        return f"v4l2src name=cuecast_camera device={_q(spec.location)} do-timestamp=true ! {caps} ! {dec}"
     raise SourceError(f"unknown source kind {spec.kind}")
 
 

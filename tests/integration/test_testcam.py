@@ -293,3 +293,51 @@ def test_camera_controls_through_the_api_stick_across_replug_and_restart(cam: Ca
     finally:
         svc.terminate()
         svc.close()
+
+
+def test_corrupt_frames_are_dropped_and_counted_and_a_busy_camera_is_named(cam: CameraRig, tmp_path: Path) -> None:
+    """Truncated, garbled JPEGs (as some cameras send): dropped and counted, the stream goes on without a
+    restart. A camera another program streams from: a clear error, NO SIGNAL meanwhile, frames once free."""
+    import httpx
+
+    from tests.helpers.service import ServiceProcess, http_env, wait_http
+
+    env, ports = http_env(CUECAST_RTSP__ENABLED="false")
+    svc_env = {**{k: v for k, v in cam.env.items() if k == "LD_PRELOAD" or k.startswith("CUECAST_TESTCAM_")}, **env}
+    api = f"http://127.0.0.1:{ports['api']}"
+    svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--width", "640", "--height", "480", "--shm-socket",
+                          str(tmp_path / "sock")], tmp_path / "svc.log", env=svc_env)
+
+    def source() -> dict:
+        return httpx.get(f"{api}/api/status", timeout=5).json()["source"]
+
+    try:
+        wait_http(f"{api}/healthz")
+        before = source()
+        cam.admin("corrupt", "/dev/video0", "3")
+        deadline = time.monotonic() + 10
+        while source()["corrupt_frames"] < 3:
+            assert time.monotonic() < deadline, f"corrupt frames not counted: {source()}\n{svc.log()[-1500:]}"
+            time.sleep(0.2)
+        time.sleep(1)
+        after = source()
+        assert after["attempts"] == before["attempts"] and after["state"] == "playing", after  # no restart
+        assert after["frames"] > before["frames"] + 20
+        assert "cuecast_source_corrupt_frames_total 3.0" in httpx.get(f"{api}/metrics", timeout=5).text
+    finally:
+        svc.terminate()
+        svc.close()
+
+    cam.admin("busy", "/dev/video0")
+    svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--width", "640", "--height", "480", "--shm-socket",
+                          str(tmp_path / "sock2")], tmp_path / "svc2.log", env=svc_env)
+    try:
+        deadline = time.monotonic() + 20
+        while "is busy: another program holds it" not in svc.log():
+            assert time.monotonic() < deadline, svc.log()[-2000:]
+            time.sleep(0.2)
+        cam.admin("free", "/dev/video0")
+        wait_http(f"{api}/healthz")  # frames (not NO SIGNAL) once the other program let go
+    finally:
+        svc.terminate()
+        svc.close()

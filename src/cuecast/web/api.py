@@ -330,6 +330,8 @@ class _StatusCollector:
         src = st["source"] or {}
         yield CounterMetricFamily("cuecast_source_frames", "Frames received from the source", src.get("frames", 0))
         yield CounterMetricFamily("cuecast_source_attempts", "Source connection attempts", src.get("attempts", 0))
+        yield CounterMetricFamily("cuecast_source_corrupt_frames", "Frames the decoder dropped as corrupt",
+                                  src.get("corrupt_frames", 0))
         clients = GaugeMetricFamily("cuecast_output_clients", "Connected clients", labels=["output"])
         fps = GaugeMetricFamily("cuecast_output_fps", "Frames per second sent", labels=["output"])
         sent = CounterMetricFamily("cuecast_output_frames_sent", "Frames sent to clients", labels=["output"])
