@@ -232,7 +232,10 @@ def choose_v4l2_format(modes: list[DeviceMode], width: int, height: int, fps: in
     for fmt in ("MJPG", "YUYV", "raw"):
         if offers(fmt):
             return fmt
-    sizes = sorted({f"{m.format} {m.width}x{m.height}" for m in modes})
+    def rates(m: DeviceMode) -> str:
+        return "@" + "/".join(f"{r:g}" for r in sorted(m.fps, reverse=True)) if m.fps else ""
+
+    sizes = sorted({f"{m.format} {m.width}x{m.height}{rates(m)}" for m in modes})
     raise SourceError(
         f"the camera offers no mode {width}x{height}@{fps}; it offers: {', '.join(sizes) or 'nothing'}. "
         "Set source.width/height/fps to one of these."

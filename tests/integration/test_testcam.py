@@ -341,3 +341,34 @@ def test_corrupt_frames_are_dropped_and_counted_and_a_busy_camera_is_named(cam: 
     finally:
         svc.terminate()
         svc.close()
+
+
+def test_no_mode_at_the_asked_size_and_rate_says_what_the_camera_offers(tmp_path: Path) -> None:
+    """A camera whose 1080p is raw at 5 fps only: asked for 1920x1080@30 the service says which modes the
+    camera has (with their rates) and keeps retrying (another camera may be plugged in); asked for a mode it
+    has, the best format is chosen (MJPG 1280x720@30, not YUYV at 10 fps)."""
+    import httpx
+
+    from tests.helpers.service import ServiceProcess, http_env, wait_http
+
+    with CameraRig(tmp_path, Path(__file__).parents[1] / "data" / "testcam-yuyv1080.yaml") as cam:
+        env, ports = http_env(CUECAST_RTSP__ENABLED="false")
+        svc_env = {**{k: v for k, v in cam.env.items() if k == "LD_PRELOAD" or k.startswith("CUECAST_TESTCAM_")},
+                   **env}
+        svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--shm-socket", str(tmp_path / "a")],
+                             tmp_path / "a.log", env=svc_env)
+        try:
+            svc.wait_for_log("the camera offers no mode 1920x1080@30", timeout=20)
+            assert "YUYV 1920x1080@5" in svc.log() and "MJPG 1280x720@30" in svc.log(), svc.log()[-1500:]
+        finally:
+            svc.terminate()
+            svc.close()
+        svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--width", "1280", "--height", "720",
+                              "--shm-socket", str(tmp_path / "b")], tmp_path / "b.log", env=svc_env)
+        try:
+            wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
+            source = httpx.get(f"http://127.0.0.1:{ports['api']}/api/status", timeout=5).json()["source"]
+            assert source["device_format"].startswith("image/jpeg") and source["fps"] == 30.0, source
+        finally:
+            svc.terminate()
+            svc.close()
