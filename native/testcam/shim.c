@@ -814,7 +814,7 @@ realpath (const char *path, char *resolved)
 
 /* /dev/v4l/by-id listed: the by-id names of the plugged cameras (as udev makes them). */
 #define BYID_DIR "/dev/v4l/by-id"
-struct fake_dir { struct dirent ents[MAX_DEVS + 2]; int n, pos; };
+struct fake_dir { struct dirent *ents; int n, cap, pos; };
 static struct fake_dir *fake_dirs[8];
 static DIR *(*real_opendir) (const char *);
 static struct dirent *(*real_readdir) (DIR *);
@@ -829,6 +829,26 @@ fake_slot (DIR *d)
   return -1;
 }
 
+static void
+fake_add (struct fake_dir *d, const char *name, unsigned char type, ino_t ino)
+{
+  if (d->n == d->cap) {
+    int cap = d->cap ? d->cap * 2 : 32;
+    struct dirent *e = realloc (d->ents, sizeof *e * (size_t) cap);
+    if (!e)
+      return;
+    d->ents = e;
+    d->cap = cap;
+  }
+  memset (&d->ents[d->n], 0, sizeof d->ents[0]);
+  d->ents[d->n].d_type = type;
+  d->ents[d->n].d_ino = ino;
+  d->ents[d->n].d_reclen = sizeof d->ents[0];
+  snprintf (d->ents[d->n].d_name, sizeof d->ents[0].d_name, "%s", name);
+  d->n++;
+}
+
+/* /dev (its real entries plus the plugged cameras' videoN) and /dev/v4l/by-id (their by-id names). */
 DIR *
 opendir (const char *name)
 {
@@ -838,22 +858,30 @@ opendir (const char *name)
     real_readdir = dlsym (RTLD_NEXT, "readdir");
     real_closedir = dlsym (RTLD_NEXT, "closedir");
   }
-  if (!name || (strcmp (name, BYID_DIR) && strcmp (name, BYID_DIR "/")))
+  int by_id = name && (!strcmp (name, BYID_DIR) || !strcmp (name, BYID_DIR "/"));
+  int dev = name && (!strcmp (name, "/dev") || !strcmp (name, "/dev/"));
+  if (!by_id && !dev)
     return real_opendir (name);
   struct fake_dir *d = calloc (1, sizeof *d);
   if (!d)
     return NULL;
-  const char *dots[2] = { ".", ".." };
-  for (int i = 0; i < 2; i++) {
-    d->ents[d->n].d_type = DT_DIR;
-    snprintf (d->ents[d->n++].d_name, sizeof d->ents[0].d_name, "%s", dots[i]);
+  if (dev) {
+    DIR *real = real_opendir (name);
+    struct dirent *e;
+    while (real && (e = real_readdir (real)))
+      fake_add (d, e->d_name, e->d_type, e->d_ino);
+    if (real)
+      real_closedir (real);
+    for (int i = 0; i < nnodes; i++)
+      if (!node_unplugged (&nodes[i]))
+        fake_add (d, nodes[i].path + 5, DT_CHR, 1000 + nodes[i].minor);
+  } else {
+    fake_add (d, ".", DT_DIR, 1);
+    fake_add (d, "..", DT_DIR, 1);
+    for (int i = 0; i < nnodes; i++)
+      if (nodes[i].by_id[0] && !node_unplugged (&nodes[i]))
+        fake_add (d, nodes[i].by_id + strlen (BYID_DIR) + 1, DT_LNK, 2000 + nodes[i].minor);
   }
-  for (int i = 0; i < nnodes; i++)
-    if (nodes[i].by_id[0] && !node_unplugged (&nodes[i])) {
-      d->ents[d->n].d_type = DT_LNK;
-      d->ents[d->n].d_ino = 2000 + nodes[i].minor;
-      snprintf (d->ents[d->n++].d_name, sizeof d->ents[0].d_name, "%s", nodes[i].by_id + strlen (BYID_DIR) + 1);
-    }
   pthread_mutex_lock (&table_lock);
   for (int i = 0; i < 8; i++)
     if (!fake_dirs[i]) {
@@ -862,6 +890,7 @@ opendir (const char *name)
       return (DIR *) d;
     }
   pthread_mutex_unlock (&table_lock);
+  free (d->ents);
   free (d);
   errno = EMFILE;
   return NULL;
@@ -895,6 +924,7 @@ closedir (DIR *dir)
   pthread_mutex_lock (&table_lock);
   int i = fake_slot (dir);
   if (i >= 0) {
+    free (fake_dirs[i]->ents);
     free (fake_dirs[i]);
     fake_dirs[i] = NULL;
   }

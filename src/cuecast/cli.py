@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     consume.set_defaults(func=cmd_consume)
 
     from cuecast.calibrate_cli import add_parser as add_calibrate
+    from cuecast.camera_cli import add_parser as add_camera
 
     add_calibrate(sub)
 
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                                a.dry_run))
     uninst = sub.add_parser("uninstall-service", help="stop and remove the systemd service (root)")
     uninst.set_defaults(func=lambda _a: __import__("cuecast.systemd", fromlist=["uninstall"]).uninstall())
+
+    add_camera(sub)
 
     doctor = sub.add_parser("doctor", help="check this machine and the config; OK/WARN/FAIL with fixes")
     doctor.add_argument("--config", type=Path)

@@ -112,6 +112,46 @@ def check_cameras(cfg: Config) -> Iterator[Finding]:
     yield Finding("OK", f"source resolves to {spec.describe()}")
 
 
+def check_camera_controls(cfg: Config) -> Iterator[Finding]:
+    """The camera's own settings for billiards: motion blur, flicker, colour drift."""
+    from cuecast import v4l2
+    from cuecast.sources import SourceError, parse_source
+
+    try:
+        spec = parse_source(cfg.source.uri, device_exists=os.path.exists("/dev/video0"))
+    except SourceError:
+        return
+    if spec.kind != "v4l2" or not os.path.exists(spec.location):
+        return
+    try:
+        with v4l2.Camera(spec.location) as cam:
+            values = {c.name: c.value for c in cam.controls()}
+    except v4l2.CameraError as e:
+        yield Finding("WARN", f"camera controls of {spec.location} not readable: {e}")
+        return
+    interval_ms = 1000 / cfg.source.fps
+    ae = values.get("auto_exposure")
+    if ae is not None and ae != 1:
+        yield Finding("WARN", "auto exposure is on: the camera picks long exposures indoors and a ball at 5 m/s "
+                              "smears across centimetres",
+                      f"PUT /api/camera {{\"controls\": {{\"auto_exposure\": 1, \"exposure_time_absolute\": "
+                      f"{int(interval_ms * 10 / 2)}}}}} (half the frame interval; raise gain if too dark)")
+    exposure = values.get("exposure_time_absolute")
+    if ae == 1 and exposure is not None and exposure / 10 > interval_ms:
+        yield Finding("WARN", f"exposure {exposure / 10:.1f} ms is longer than the frame interval "
+                              f"{interval_ms:.1f} ms: the camera delivers {1000 / (exposure / 10):.0f} fps, "
+                              f"not {cfg.source.fps}",
+                      f"set exposure_time_absolute to at most {int(interval_ms * 10)}")
+    plf = values.get("power_line_frequency")
+    if plf == 0:
+        yield Finding("WARN", "power-line frequency filter disabled: lights on the mains make bands and flicker",
+                      "set power_line_frequency to 1 (50 Hz: Europe, most of Asia) or 2 (60 Hz: the Americas)")
+    if values.get("white_balance_automatic") == 1:
+        yield Finding("WARN", "automatic white balance is on: ball colours drift as players lean over the table",
+                      "set white_balance_automatic=0 and white_balance_temperature for the venue's lights")
+    yield Finding("OK", f"{spec.location}: {len(values)} camera controls read")
+
+
 def check_ports(cfg: Config, running: dict | None = None) -> Iterator[Finding]:
     from cuecast.ports import PortError, bind_tcp
 
@@ -280,7 +320,8 @@ def check_service(cfg: Config, status: dict | None) -> Iterator[Finding]:
 def run(cfg: Config) -> list[Finding]:
     findings: list[Finding] = []
     status = running_status(cfg)
-    for check in (check_elements, check_native, lambda: check_cameras(cfg), lambda: check_ports(cfg, status),
+    for check in (check_elements, check_native, lambda: check_cameras(cfg), lambda: check_camera_controls(cfg),
+                  lambda: check_ports(cfg, status),
                   lambda: check_shm(cfg, status), lambda: check_calibration(cfg), lambda: check_encoders(cfg),
                   lambda: check_cpu(cfg), lambda: check_service(cfg, status)):
         try:

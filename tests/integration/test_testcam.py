@@ -372,3 +372,19 @@ def test_no_mode_at_the_asked_size_and_rate_says_what_the_camera_offers(tmp_path
         finally:
             svc.terminate()
             svc.close()
+
+
+def test_camera_cli_and_doctor_on_the_test_camera(cam: CameraRig) -> None:
+    """`cuecast camera` sets and reads the device's controls (no service running: straight at the device);
+    `cuecast doctor` warns about what costs a billiards trainer: long exposures, flicker, colour drift."""
+    cuecast = [sys.executable, "-m", "cuecast"]
+    r = cam.run(*cuecast, "camera", "set", "auto_exposure=1", "exposure_time_absolute=400", "power_line_frequency=0")
+    assert r.returncode == 0 and "exposure_time_absolute=400" in r.stdout, r.stderr
+    assert cam.run(*cuecast, "camera", "get", "exposure_time_absolute").stdout.strip() == "exposure_time_absolute=400"
+    r = cam.run(*cuecast, "camera", "set", "white_balance_temperature=5000")
+    assert r.returncode == 1 and "white_balance_automatic=0" in r.stderr, r.stderr
+    assert "MJPG 1280x720 @ 60, 30 fps" in cam.run(*cuecast, "camera", "modes").stdout
+    doctor = cam.run(*cuecast, "doctor", timeout=120).stdout
+    assert "exposure 40.0 ms is longer than the frame interval 33.3 ms" in doctor, doctor
+    assert "power-line frequency filter disabled" in doctor and "automatic white balance is on" in doctor
+    assert "/dev/video0: YUYV 1920x1080@5" in doctor and "MJPG 1920x1080@30" in doctor  # found, with its modes
