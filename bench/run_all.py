@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["backend", "trace", "table", "spine", "mjpeg", "rtsp", "replay", "webrtc", "fisheye", "full_load"]
+BENCHES = ["backend", "v4l2", "trace", "table", "spine", "mjpeg", "rtsp", "replay", "webrtc", "fisheye", "full_load"]
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tests.helpers.timecode import LensCode, read_code
 
 from bench.camera import FRAMES, send_log
 from cuecast.frame import LEGACY_MAGIC, FrameFormatError, FrameInfo
 from cuecast.gst import Gst
+from cuecast.testcam.lenscode import LensCode, read_code
 
 
 def trailer_capture(data: memoryview) -> int | None:
@@ -74,9 +74,9 @@ def main() -> None:
             buf.unmap(mi)
         with lock:
             arrivals.append(now_ns / 1e6)
-            if code is not None and code != last_code[0] and sent is not None and code < FRAMES:
+            if code is not None and code != last_code[0] and sent is not None:
                 last_code[0] = code
-                glass.append((now_ns - int(sent[code])) / 1e6)
+                glass.append((now_ns - int(sent[code % FRAMES])) / 1e6)
             if capture_ns is not None:
                 capture.append((now_ns - capture_ns) / 1e6)
         return Gst.FlowReturn.OK

@@ -19,16 +19,17 @@ _SHOW_ENV = ("import json, os, sys, time; print(json.dumps({k: v for k, v in os.
 class CameraRig:
     """`with CameraRig(tmp_path) as cam:` cameras of SPEC visible to programs started with `cam.env`."""
 
-    def __init__(self, tmp: Path, spec: Path = SPEC) -> None:
+    def __init__(self, tmp: Path, spec: Path = SPEC, extra: tuple[str, ...] = ()) -> None:
         self.socket = tmp / "testcam.sock"
-        self.proc = subprocess.Popen([*TESTCAM, "run", "--spec", str(spec), "--socket", str(self.socket), "--",
+        self.proc = subprocess.Popen([*TESTCAM, "run", "--spec", str(spec), "--socket", str(self.socket), *extra, "--",
                                       sys.executable, "-c", _SHOW_ENV], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("cuecast-testcam run did not start")
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}, **json.loads(line)}
+        self.own_env: dict[str, str] = json.loads(line)  # LD_PRELOAD and the daemon's socket
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}, **self.own_env}
 
     def admin(self, *words: str) -> str:
         r = subprocess.run([*TESTCAM, *words, "--socket", str(self.socket)], capture_output=True, text=True,

@@ -26,6 +26,7 @@ from cuecast.testcam.spec import SpecError, load
 DEFAULT_SOCKET = Path(tempfile.gettempdir()) / "cuecast-testcam.sock"
 LIBRARY = "libcuecast-testcam.so"
 RT_PRIORITY = 30
+SEND_LOG_SLOTS = 128
 
 
 def library_path() -> Path:
@@ -64,7 +65,16 @@ def run(args: argparse.Namespace) -> int:
     runtime = Path(tempfile.mkdtemp(prefix="cuecast-testcam-"))
     sock = socket_path(args.socket)
     policy = realtime()  # the daemon's threads (started below) inherit it; CMD does not (RESET_ON_FORK)
-    daemon = Daemon(devices, sock, runtime).start()
+    send_log = None
+    if args.send_log:  # 128 int64 slots: when frame number n went out, in slot n % 128 (CLOCK_MONOTONIC ns)
+        import mmap
+
+        import numpy as np
+
+        with open(args.send_log, "w+b") as f:
+            f.truncate(SEND_LOG_SLOTS * 8)
+            send_log = np.frombuffer(mmap.mmap(f.fileno(), SEND_LOG_SLOTS * 8), np.int64)
+    daemon = Daemon(devices, sock, runtime, send_log).start()
     env = dict(os.environ)
     env["LD_PRELOAD"] = " ".join(x for x in (str(lib), env.get("LD_PRELOAD", "")) if x)
     env["CUECAST_TESTCAM_SOCKET"] = str(sock)
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--spec", required=True)
     r.add_argument("--socket")
     r.add_argument("-v", "--verbose", action="store_true")
+    r.add_argument("--send-log", help="benches: a file where each frame number's send time is written")
     r.add_argument("cmd", nargs=argparse.REMAINDER)
     for name in ("unplug", "replug", "busy", "free", "status", "corrupt"):
         a = sub.add_parser(name)

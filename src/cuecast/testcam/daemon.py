@@ -25,6 +25,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from cuecast.testcam.picture import Frames
 from cuecast.testcam.spec import FOURCCS, TYPES, Device
@@ -87,8 +88,9 @@ class Client:
 
 
 class Camera:
-    def __init__(self, dev: Device, runtime: Path) -> None:
+    def __init__(self, dev: Device, runtime: Path, send_log: Any = None) -> None:
         self.dev = dev
+        self.send_log = send_log  # benches: CLOCK_MONOTONIC ns each frame number went out, slot number % len
         self.runtime = runtime
         self.lock = threading.RLock()
         self.frames = Frames(dev.picture)
@@ -194,6 +196,8 @@ class Camera:
             ts = time.monotonic_ns()
             slot = store.write(seq, data)
             client.notify(seq, ts, slot, len(data), 0)  # unflagged, as a flaky camera sends it
+            if self.send_log is not None:
+                self.send_log[(seq % NUMBERS) % len(self.send_log)] = ts
             self.frames_sent += 1
             seq += 1
             next_t += period
@@ -306,8 +310,8 @@ class Camera:
 class Daemon:
     """The unix socket server: OPEN (a program's open()), CTL (its control socket), ADMIN (the CLI)."""
 
-    def __init__(self, devices: list[Device], sock_path: Path, runtime: Path) -> None:
-        self.cameras = {d.path: Camera(d, runtime) for d in devices}
+    def __init__(self, devices: list[Device], sock_path: Path, runtime: Path, send_log: Any = None) -> None:
+        self.cameras = {d.path: Camera(d, runtime, send_log) for d in devices}
         for d in devices:
             if d.by_id:
                 self.cameras[d.by_id] = self.cameras[d.path]

@@ -12,6 +12,8 @@ from collections import OrderedDict
 import cv2
 import numpy as np
 
+from cuecast.testcam.lenscode import LensCode
+
 BITS, CHECK_BITS, BLOCK, X0, Y0 = 16, 8, 12, 8, 8
 JPEG_QUALITY = 85
 CACHE_FRAMES = 256
@@ -81,6 +83,7 @@ class Frames:
     def __init__(self, picture: str) -> None:
         self.picture = picture
         self._bases: dict[tuple[int, int], np.ndarray] = {}
+        self._lens: dict[tuple[int, int], LensCode] = {}
         self._cache: OrderedDict[tuple[str, int, int, int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -89,6 +92,16 @@ class Frames:
             if (width, height) not in self._bases:
                 self._bases[(width, height)] = base_picture(self.picture, width, height)
             return self._bases[(width, height)]
+
+    def lens_code(self, width: int, height: int) -> LensCode | None:
+        """On the demo picture, the frame number is also painted through the demo lens (LensCode), so a reader
+        of corrected frames finds it in a straight row; None for other pictures or aspect ratios."""
+        if self.picture != "demo" or abs(width / height - 16 / 9) > 0.01 or width < 640:
+            return None
+        with self._lock:
+            if (width, height) not in self._lens:
+                self._lens[(width, height)] = LensCode(width, height)
+            return self._lens[(width, height)]
 
     def frame(self, fourcc: str, width: int, height: int, level_pct: int, number: int) -> bytes:
         key = (fourcc, width, height, level_pct, number)
@@ -103,6 +116,9 @@ class Frames:
         else:
             img = img.copy()
         paint_number(img, number)
+        lens = self.lens_code(width, height)
+        if lens is not None:
+            lens.paint(img, number)
         if fourcc == "MJPG":
             data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
         else:

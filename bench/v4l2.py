@@ -1,0 +1,133 @@
+"""Glass -> backend through V4L2, the plan's camera path: the test camera (`cuecast-testcam`, its own process
+at real-time priority, frames encoded ahead, each frame's number painted through the demo lens, the time each
+number went out logged) as /dev/video0, 1920x1080@30 MJPEG. The anchor is a plain
+`gst-launch-1.0 v4l2src ! jpegdec ! videoconvert ! shmsink` on the same camera in the same command; then cuecast
+with the correction off, on, and on at full load. RUNS runs, interleaved; a plain shmsrc reader
+(bench/shm_reader.py) reads each number from the numpy frame and looks up when it went out."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from tests.helpers.testcam import CameraRig
+
+from bench.backend import RUNS, WINDOW_S, H, Load, W, finish, ratio, reader, runs_p50_p99
+from bench.common import (
+    QUICK,
+    cpu_percent,
+    free_ports,
+    percentile,
+    service_env,
+    start_service,
+    stop,
+    table,
+    wait_for,
+    wait_port,
+    window,
+    write_report,
+)
+from cuecast.fisheye.demo import demo_calibration_path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "tests" / "data" / "testcam-uvc.yaml"
+LOAD_WINDOW_S = window(20, 3)
+CAPS = f"image/jpeg,width={W},height={H},framerate=30/1"
+
+
+def anchor(rig: CameraRig, log: Any, tmp: Path) -> dict[str, Any]:
+    sock = tmp / "anchor"
+    gst = subprocess.Popen(["gst-launch-1.0", "-q", "v4l2src", "device=/dev/video0", "!", CAPS, "!", "jpegdec", "!",
+                            "videoconvert", "!", "video/x-raw,format=BGR", "!", "shmsink", f"socket-path={sock}",
+                            "wait-for-connection=false", "sync=false", f"shm-size={W * H * 3 * 8}"],
+                           env=rig.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(sock, 30)
+        time.sleep(2)
+        return finish(reader(sock, WINDOW_S, "raw", log))
+    finally:
+        gst.terminate()
+        gst.wait(10)
+        sock.unlink(missing_ok=True)
+
+
+def cuecast(rig: CameraRig, log: Any, tmp: Path, fisheye: bool) -> dict[str, Any]:
+    ports = free_ports(4)
+    sock = tmp / f"cc-{fisheye}"
+    args = ["--source", "v4l2:///dev/video0", "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
+    if not fisheye:
+        args.append("--no-fisheye")
+    proc = start_service(*args, env_extra={**service_env(ports), **rig.own_env}, log=tmp / f"cc-{fisheye}.log")
+    mode = "corrected" if fisheye else "raw"
+    res: dict[str, Any] = {}
+    try:
+        wait_for(sock, 30)
+        wait_port(ports[0])
+        time.sleep(2)
+        res["idle"] = finish(reader(sock, WINDOW_S, mode, log))
+        if fisheye:
+            load = Load(ports, LOAD_WINDOW_S + 6)
+            time.sleep(4)
+            r = reader(sock, LOAD_WINDOW_S, mode, log)
+            res["load_cpu"] = cpu_percent(proc.pid, LOAD_WINDOW_S - 2)[0]
+            res["load"] = finish(r)
+            res["outputs"] = load.result()
+    finally:
+        stop(proc)
+    return res
+
+
+def main() -> None:
+    plain: list[dict[str, Any]] = []
+    off: list[dict[str, Any]] = []
+    on: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        log_path = Path("/dev/shm") / f"cuecast-bench-v4l2-{time.monotonic_ns()}"
+        log = SimpleNamespace(log_path=log_path)
+        with CameraRig(tmp, SPEC, ("--send-log", str(log_path))) as rig:
+            try:
+                for _ in range(RUNS):
+                    plain.append(anchor(rig, log, tmp))
+                    off.append(cuecast(rig, log, tmp, False)["idle"])
+                    on.append(cuecast(rig, log, tmp, True))
+            finally:
+                log_path.unlink(missing_ok=True)
+    g_plain, g_off = [r["glass"] for r in plain], [r["glass"] for r in off]
+    g_idle, g_load = [r["idle"]["glass"] for r in on], [r["load"]["glass"] for r in on]
+    p99 = lambda v: percentile(v, 99) if v else float("nan")  # noqa: E731
+    p50 = lambda v: percentile(v, 50) if v else float("nan")  # noqa: E731
+    rows = [
+        ["correction on, idle: p99 - anchor p99 (ms)",
+         ratio([p99(a) - p99(b) for a, b in zip(g_idle, g_plain, strict=True)], "{:.1f}"), "<= 4"],
+        ["correction on - correction off, idle: p50 (ms)",
+         ratio([p50(a) - p50(b) for a, b in zip(g_idle, g_off, strict=True)], "{:.1f}"), ""],
+        ["full load / idle, correction on: p99",
+         ratio([p99(a) / p99(b) for a, b in zip(g_load, g_idle, strict=True)]), "<= 1.3"],
+        ["glass -> backend numpy, plain gst-launch v4l2src (no correction), idle", runs_p50_p99(g_plain), "anchor"],
+        ["glass -> backend numpy, cuecast correction off, idle", runs_p50_p99(g_off), ""],
+        ["glass -> backend numpy, cuecast correction on, idle", runs_p50_p99(g_idle), ""],
+        ["glass -> backend numpy, cuecast correction on, full load", runs_p50_p99(g_load), ""],
+        ["backend fps: anchor / correction on idle / full load",
+         f"{statistics.median(r['fps'] for r in plain):.1f} / {statistics.median(r['idle']['fps'] for r in on):.1f}"
+         f" / {statistics.median(r['load']['fps'] for r in on):.1f}", "30"],
+        ["MJPEG 720p x10 fps, lowest client per run", ", ".join(f"{min(r['outputs']['medium']):.1f}" for r in on),
+         ">= 29.5"],
+        ["service CPU %, full load (all processes)", ratio([r["load_cpu"] for r in on], "{:.0f}"), "of 200"],
+    ]
+    body = (f"The test camera as /dev/video0 ({SPEC.name}), 1920x1080@30 MJPEG read by v4l2src, correction on "
+            f"(demo lens), {RUNS} runs interleaved; ms p50 / p99 as the median over runs (p99 range). The camera "
+            "process runs at SCHED_FIFO and sends frames encoded ahead; glass -> numpy = the reader's clock when it "
+            "holds the frame as numpy minus when the camera sent that frame (CLOCK_MONOTONIC, the same clock as the "
+            "V4L2 buffer timestamp)." + (" Quick form: numbers not meaningful." if QUICK else "")
+            + "\n\n" + table(["measure", "value", "target"], rows))
+    write_report("v4l2", "Glass -> backend through V4L2 (the test camera as a USB camera)", body)
+
+
+if __name__ == "__main__":
+    main()
