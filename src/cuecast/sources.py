@@ -152,7 +152,9 @@ def source_fragment(spec: SourceSpec, width: int, height: int, fps: int, fmt: st
     if spec.kind == "v4l2":
         chosen = "MJPG" if fmt == "auto" else fmt
         caps, dec = v4l2_caps(chosen, width, height, fps)
-        return f"v4l2src name=cuecast_camera device={_q(spec.location)} do-timestamp=true ! {caps} ! {dec}"
+        # do-timestamp=false: v4l2src keeps the driver's buffer timestamp (CLOCK_MONOTONIC, taken at the start of
+        # the exposure on UVC), closer to the moment the picture was taken than when it reached user space.
+        return f"v4l2src name=cuecast_camera device={_q(spec.location)} do-timestamp=false ! {caps} ! {dec}"
     raise SourceError(f"unknown source kind {spec.kind}")
 
 

@@ -388,3 +388,41 @@ def test_camera_cli_and_doctor_on_the_test_camera(cam: CameraRig) -> None:
     assert "exposure 40.0 ms is longer than the frame interval 33.3 ms" in doctor, doctor
     assert "power-line frequency filter disabled" in doctor and "automatic white balance is on" in doctor
     assert "/dev/video0: YUYV 1920x1080@5" in doctor and "MJPG 1920x1080@30" in doctor  # found, with its modes
+
+
+def test_the_capture_time_is_the_drivers_buffer_timestamp(tmp_path: Path) -> None:
+    """The frame trailer's capture time is the V4L2 buffer's timestamp (when the camera took the frame), not
+    when the frame reached user space: for each frame the backend gets, it equals the time the test camera
+    sent that frame number, to within a millisecond."""
+    import numpy as np
+
+    from cuecast.consumer import GStreamerFrameConsumer
+    from cuecast.testcam.lenscode import LensCode, read_code
+    from tests.helpers.service import ServiceProcess, http_env, wait_http
+
+    log = tmp_path / "sent"
+    with CameraRig(tmp_path, extra=("--send-log", str(log))) as cam:
+        env, ports = http_env(CUECAST_RTSP__ENABLED="false")
+        sock = tmp_path / "sock"
+        svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--no-fisheye", "--shm-socket", str(sock)],
+                             tmp_path / "svc.log", env={**cam.own_env, **env})
+        try:
+            wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
+            sent = np.memmap(log, np.int64, mode="r")
+            lens = LensCode(1920, 1080)
+            diffs = []
+            with GStreamerFrameConsumer(sock) as c:
+                deadline = time.monotonic() + 10
+                while len(diffs) < 30 and time.monotonic() < deadline:
+                    got = c.read(timeout=1.0)
+                    if got is None or got[1].placeholder:
+                        continue
+                    frame, info = got
+                    number = read_code(frame, lens.raw_centres)
+                    if number is not None:
+                        diffs.append((info.capture_ns - int(sent[number % len(sent)])) / 1e6)
+            assert len(diffs) >= 30, f"{len(diffs)} numbered frames read"
+            assert max(abs(d) for d in diffs) < 1.0, f"capture stamp - camera's send time (ms): {diffs}"
+        finally:
+            svc.terminate()
+            svc.close()
