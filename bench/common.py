@@ -158,8 +158,9 @@ def commit() -> str:
     """The commit measured (with -dirty when the checkout has changes)."""
     root = Path(__file__).resolve().parents[1]
     rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True)
+    # Changes to what the bench itself writes (its results, the README's table) do not make the code dirty.
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!bench/results", ":!README.md"], capture_output=True, text=True)
     return (rev.stdout.strip() or "unknown") + ("-dirty" if dirty.stdout.strip() else "")
 
 
