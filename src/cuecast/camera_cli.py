@@ -21,13 +21,7 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
     """The service's answer; None when no service answers; SystemExit with its message when it refuses."""
     if not cfg.http.enabled:
         return None
-    headers = {"Content-Type": "application/json"}
-    try:
-        token = cfg.auth.resolved_token()
-    except ValueError:
-        token = None
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    headers = {"Content-Type": "application/json", **cfg.auth.bearer_headers()}
     req = urllib.request.Request(f"http://127.0.0.1:{cfg.http.port}{path}", method=method, headers=headers,
                                  data=json.dumps(body).encode() if body is not None else None)
     try:

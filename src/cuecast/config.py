@@ -328,6 +328,15 @@ class AuthConfig(_Model):
             return text
         return self.token
 
+    def bearer_headers(self) -> dict[str, str]:
+        """The Authorization header a local client (doctor, `cuecast camera`) sends; none without a token (or an
+        unreadable token file: the request then says 401 itself)."""
+        try:
+            token = self.resolved_token()
+        except ValueError:
+            token = None
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
 
 class LogConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", json_schema_extra=LIVE)

@@ -277,14 +277,7 @@ def running_status(cfg: Config) -> dict | None:
     import json
     import urllib.request
 
-    headers = {}
-    try:
-        token = cfg.auth.resolved_token()
-    except ValueError:
-        token = None
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(f"http://127.0.0.1:{cfg.http.port}/api/status", headers=headers)
+    req = urllib.request.Request(f"http://127.0.0.1:{cfg.http.port}/api/status", headers=cfg.auth.bearer_headers())
     try:
         with urllib.request.urlopen(req, timeout=3) as r:
             data = json.loads(r.read())

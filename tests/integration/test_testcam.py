@@ -157,7 +157,7 @@ def test_the_service_streams_from_the_test_camera_and_survives_a_replug(cam: Cam
 
     env, ports = http_env(CUECAST_RTSP__ENABLED="false")
     sock = tmp_path / "sock"
-    svc_env = {**{k: v for k, v in cam.env.items() if k == "LD_PRELOAD" or k.startswith("CUECAST_TESTCAM_")}, **env}
+    svc_env = {**cam.own_env, **env}
     svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--calibration", str(demo_calibration_path()),
                           "--shm-socket", str(sock)], tmp_path / "svc.log", env=svc_env)
     api = f"http://127.0.0.1:{ports['api']}"
@@ -229,7 +229,7 @@ def test_camera_controls_through_the_api_stick_across_replug_and_restart(cam: Ca
     cfg = tmp_path / "cuecast.yaml"
     cfg.write_text("source:\n  uri: v4l2:///dev/video0\n  width: 640\n  height: 480\n")
     env, ports = http_env(CUECAST_RTSP__ENABLED="false")
-    svc_env = {**{k: v for k, v in cam.env.items() if k == "LD_PRELOAD" or k.startswith("CUECAST_TESTCAM_")}, **env}
+    svc_env = {**cam.own_env, **env}
     api = f"http://127.0.0.1:{ports['api']}"
 
     def start() -> ServiceProcess:
@@ -303,7 +303,7 @@ def test_corrupt_frames_are_dropped_and_counted_and_a_busy_camera_is_named(cam: 
     from tests.helpers.service import ServiceProcess, http_env, wait_http
 
     env, ports = http_env(CUECAST_RTSP__ENABLED="false")
-    svc_env = {**{k: v for k, v in cam.env.items() if k == "LD_PRELOAD" or k.startswith("CUECAST_TESTCAM_")}, **env}
+    svc_env = {**cam.own_env, **env}
     api = f"http://127.0.0.1:{ports['api']}"
     svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--width", "640", "--height", "480", "--shm-socket",
                           str(tmp_path / "sock")], tmp_path / "svc.log", env=svc_env)
@@ -353,8 +353,7 @@ def test_no_mode_at_the_asked_size_and_rate_says_what_the_camera_offers(tmp_path
 
     with CameraRig(tmp_path, Path(__file__).parents[1] / "data" / "testcam-yuyv1080.yaml") as cam:
         env, ports = http_env(CUECAST_RTSP__ENABLED="false")
-        svc_env = {**{k: v for k, v in cam.env.items() if k == "LD_PRELOAD" or k.startswith("CUECAST_TESTCAM_")},
-                   **env}
+        svc_env = {**cam.own_env, **env}
         svc = ServiceProcess(["--source", "v4l2:///dev/video0", "--shm-socket", str(tmp_path / "a")],
                              tmp_path / "a.log", env=svc_env)
         try:
