@@ -622,8 +622,14 @@ def create_app(service: Service) -> FastAPI:
     async def get_camera() -> dict[str, Any]:
         return await camera_request("camera")
 
+    changes = {400: {"description": "Body is not valid JSON"},
+               401: {"description": "auth.token is set and the bearer token is missing or wrong"},
+               403: {"description": "No auth.token configured and the client is not on this machine"},
+               413: {"description": "Body too large"}, 415: {"description": "Not application/json"}}
+
     @app.put("/api/camera", summary="Set camera controls live (saved; applied again on every open)",
-             responses={409: {"description": "A control is inactive (the answer names what makes it active)"},
+             responses={**changes,
+                        409: {"description": "A control is inactive (the answer names what makes it active)"},
                         422: {"description": "Unknown control (the answer lists them) or a value out of range"},
                         503: {"description": "No camera"}})
     async def put_camera(update: CameraUpdate) -> dict[str, Any]:
@@ -633,7 +639,7 @@ def create_app(service: Service) -> FastAPI:
             return {"controls": result["applied"], "persisted_to": persisted}
 
     @app.put("/api/camera/profile", summary="Switch to a named camera profile (camera.profiles)",
-             responses={422: {"description": "No such profile"}, 503: {"description": "No camera"}})
+             responses={**changes, 422: {"description": "No such profile"}, 503: {"description": "No camera"}})
     async def put_camera_profile(body: CameraProfile) -> dict[str, Any]:
         async with camera_lock:
             result = await camera_request("camera_set", profile=body.profile)
