@@ -622,7 +622,7 @@ def create_app(service: Service) -> FastAPI:
     async def get_camera() -> dict[str, Any]:
         return await camera_request("camera")
 
-    changes = {400: {"description": "Body is not valid JSON"},
+    changes: dict[int | str, dict[str, Any]] = {400: {"description": "Body is not valid JSON"},
                401: {"description": "auth.token is set and the bearer token is missing or wrong"},
                403: {"description": "No auth.token configured and the client is not on this machine"},
                413: {"description": "Body too large"}, 415: {"description": "Not application/json"}}
