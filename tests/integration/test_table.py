@@ -119,20 +119,33 @@ def real(c: GStreamerFrameConsumer) -> tuple[np.ndarray, object]:
     raise AssertionError("no real frame")
 
 
+def static_balls_in_mm(c: GStreamerFrameConsumer, shape: tuple[int, int, int], view: str) -> None:
+    """Every static ball of the demo within 3 mm of its true place. The demo's moving balls pass over the static
+    ones now and then: a frame where one is covered is measured again (three frames at most)."""
+    errors: dict[str, float] = {}
+    for _ in range(3):
+        frame, info = real(c)
+        assert frame.shape == shape and info.view == view  # type: ignore[attr-defined]
+        found = detect_balls(frame)
+        assert set(found) >= {b.name for b in STATIC_BALLS}, found
+        errors = {}
+        for b in STATIC_BALLS:
+            x, y = info.to_mm(*found[b.name])  # type: ignore[attr-defined]
+            tx, ty = ball_mm(b)
+            errors[b.name] = float(np.hypot(x - tx, y - ty))
+        if max(errors.values()) <= 3.0:
+            return
+        time.sleep(0.4)
+    pytest.fail(f"static balls off their true places (mm): {errors}")
+
+
 def test_backend_gets_the_demo_table_top_down_in_mm(tmp_path: Path) -> None:
     """shm.view: table on the demo (it brings its table): a 1994x1042 top-down frame whose trailer turns pixels
     into mm; the example backend prints mm. In the camera view the same balls come out in mm too."""
     svc, ports, sock = demo_service(tmp_path, CUECAST_SHM__VIEW="table", CUECAST_MJPEG__MEDIUM__VIEW="table")
     try:
         with GStreamerFrameConsumer(sock) as c:
-            frame, info = real(c)
-            assert frame.shape == (1042, 1994, 3) and info.view == "table"  # type: ignore[attr-defined]
-            found = detect_balls(frame)
-            assert set(found) == {b.name for b in STATIC_BALLS}, found
-            for b in STATIC_BALLS:
-                x, y = info.to_mm(*found[b.name])  # type: ignore[attr-defined]
-                tx, ty = ball_mm(b)
-                assert np.hypot(x - tx, y - ty) <= 3.0, (b.name, (x, y), (tx, ty))
+            static_balls_in_mm(c, (1042, 1994, 3), "table")
         st = httpx.get(f"http://127.0.0.1:{ports['api']}/api/status", timeout=5).json()
         assert st["table"]["calibrated"] and st["table"]["view_size"] == [1994, 1042]
         assert st["table"]["views"]["shm"] == "table" and st["table"]["views"]["mjpeg_medium"] == "table"
@@ -147,13 +160,7 @@ def test_backend_gets_the_demo_table_top_down_in_mm(tmp_path: Path) -> None:
     svc, ports, sock = demo_service(tmp_path)  # the camera view, same mapping through the homography
     try:
         with GStreamerFrameConsumer(sock) as c:
-            frame, info = real(c)
-            assert frame.shape == (1080, 1920, 3) and info.view == "camera"  # type: ignore[attr-defined]
-            found = detect_balls(frame)
-            for b in STATIC_BALLS:
-                x, y = info.to_mm(*found[b.name])  # type: ignore[attr-defined]
-                tx, ty = ball_mm(b)
-                assert np.hypot(x - tx, y - ty) <= 3.0, (b.name, (x, y), (tx, ty))
+            static_balls_in_mm(c, (1080, 1920, 3), "camera")
     finally:
         svc.close()
 
