@@ -67,11 +67,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_GAP_MS = 100  # the README's promise for a kill -9 of the streaming side
 
 
-def reader(sock: Path, seconds: float, mode: str, camera: BenchCamera | None = None) -> subprocess.Popen[str]:
+def reader(sock: Path, seconds: float, mode: str, send_log: Path | None = None) -> subprocess.Popen[str]:
+    """A plain shmsrc reader process; with the camera's send log it measures glass -> numpy."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [sys.executable, str(READER), str(sock), str(seconds), str(W), str(H), mode]
-    if camera is not None:
-        args.append(str(camera.log_path))
+    if send_log is not None:
+        args.append(str(send_log))
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
 
 
@@ -143,7 +144,7 @@ def anchor(camera: BenchCamera, tmp: Path) -> dict[str, Any]:
     try:
         wait_for(sock, 30)
         time.sleep(2)
-        return finish(reader(sock, WINDOW_S, "raw", camera))
+        return finish(reader(sock, WINDOW_S, "raw", camera.log_path))
     finally:
         gst.terminate()
         gst.wait(10)
@@ -165,12 +166,12 @@ def cuecast_run(camera: BenchCamera, tmp: Path, fisheye: bool) -> dict[str, Any]
         wait_for(sock, 30)
         wait_port(ports[0])
         time.sleep(2)
-        res["idle"] = finish(reader(sock, WINDOW_S, mode, camera))
+        res["idle"] = finish(reader(sock, WINDOW_S, mode, camera.log_path))
         if not fisheye:
             return res
         load = Load(ports, LOAD_WINDOW_S + 6)
         time.sleep(4)
-        r = reader(sock, LOAD_WINDOW_S, mode, camera)
+        r = reader(sock, LOAD_WINDOW_S, mode, camera.log_path)
         res["load_cpu"] = cpu_percent(proc.pid, LOAD_WINDOW_S - 2)[0]
         res["load"] = finish(r)
         res["load_outputs"] = load.result()

@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from tests.helpers.testcam import CameraRig
@@ -40,7 +39,7 @@ LOAD_WINDOW_S = window(20, 3)
 CAPS = f"image/jpeg,width={W},height={H},framerate=30/1"
 
 
-def anchor(rig: CameraRig, log: Any, tmp: Path) -> dict[str, Any]:
+def anchor(rig: CameraRig, log: Path, tmp: Path) -> dict[str, Any]:
     sock = tmp / "anchor"
     gst = subprocess.Popen(["gst-launch-1.0", "-q", "v4l2src", "device=/dev/video0", "!", CAPS, "!", "jpegdec", "!",
                             "videoconvert", "!", "video/x-raw,format=BGR", "!", "shmsink", f"socket-path={sock}",
@@ -56,7 +55,7 @@ def anchor(rig: CameraRig, log: Any, tmp: Path) -> dict[str, Any]:
         sock.unlink(missing_ok=True)
 
 
-def cuecast(rig: CameraRig, log: Any, tmp: Path, fisheye: bool) -> dict[str, Any]:
+def cuecast(rig: CameraRig, log: Path, tmp: Path, fisheye: bool) -> dict[str, Any]:
     ports = free_ports(4)
     sock = tmp / f"cc-{fisheye}"
     args = ["--source", "v4l2:///dev/video0", "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
@@ -89,13 +88,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         log_path = Path("/dev/shm") / f"cuecast-bench-v4l2-{time.monotonic_ns()}"
-        log = SimpleNamespace(log_path=log_path)
         with CameraRig(tmp, SPEC, ("--send-log", str(log_path))) as rig:
             try:
                 for _ in range(RUNS):
-                    plain.append(anchor(rig, log, tmp))
-                    off.append(cuecast(rig, log, tmp, False)["idle"])
-                    on.append(cuecast(rig, log, tmp, True))
+                    plain.append(anchor(rig, log_path, tmp))
+                    off.append(cuecast(rig, log_path, tmp, False)["idle"])
+                    on.append(cuecast(rig, log_path, tmp, True))
             finally:
                 log_path.unlink(missing_ok=True)
     g_plain, g_off = [r["glass"] for r in plain], [r["glass"] for r in off]

@@ -53,7 +53,7 @@ class SourceStatus:
     last_error: str | None = None
     next_retry_s: float | None = None
     last_frame_mono: float | None = None
-    corrupt_frames: int = 0  # frames the decoder could not decode (dropped, counted; never a restart)
+    corrupt_frames: int = 0  # corrupt camera JPEGs dropped before the decoder (never a restart)
 
 
 HTTP_PROBE_TIMEOUT_S = 2.0

@@ -448,7 +448,7 @@ class CaptureService:
             return True
         try:
             with v4l2.Camera(self.spec.location) as cam:
-                now = {c.name: c.value for c in cam.controls()}
+                now = {c.name: c.value for c in cam.controls(menus=False)}
             drifted = {k: v for k, v in values.items() if k in now and now[k] != v}
             if drifted:
                 log.warning("camera reported %s instead of the saved values: setting them again",

@@ -198,7 +198,8 @@ class Camera:
                 out.append({"format": fourcc, "width": fs.width, "height": fs.height, "fps": rates})
         return out
 
-    def controls(self) -> list[ControlInfo]:
+    def controls(self, menus: bool = True) -> list[ControlInfo]:
+        """Every control with its value; `menus=False` skips the menu entries' names (a quick check)."""
         out = []
         cid = NEXT_CTRL
         while True:
@@ -210,7 +211,7 @@ class Camera:
             if ctype == "class" or q.flags & FLAG_DISABLED:
                 continue
             menu = {}
-            if ctype == "menu":
+            if ctype == "menu" and menus:
                 for idx in range(int(q.minimum), int(q.maximum) + 1):
                     m = QueryMenu(id=q.id, index=idx)
                     if self._ioctl(VIDIOC_QUERYMENU, m):

@@ -8,6 +8,7 @@ import time
 import cv2
 import numpy as np
 
+from cuecast.testcam.lenscode import LENS_BITS, LENS_BLOCK, LensCode, read_code  # noqa: F401 - re-exported
 from tests.helpers.mjpeg_server import MjpegCamera
 
 BITS, CHECK_BITS, BLOCK, X0, Y0 = 40, 8, 24, 16, 16
@@ -78,9 +79,6 @@ def collect_js(element_id: str) -> str:
 
 
 # -- through the lens: a camera whose code reads straight after cuecast's fisheye correction ----------------
-
-from cuecast.testcam.lenscode import LENS_BITS, LENS_BLOCK, LensCode, read_code  # noqa: E402,F401 - re-exported
-
 
 def detailed_scene(width: int, height: int) -> np.ndarray:
     """High-detail content (fine noise, edges, text everywhere): hard for JPEG and H.264, like a real table
