@@ -170,7 +170,8 @@ def test_whep_contract_and_refusals(service: tuple[ServiceProcess, str], browser
     assert httpx.delete(f"{api}{made[0]}", timeout=10).status_code == 200
     assert httpx.delete(f"{api}{made[0]}", timeout=10).status_code == 404
     wait_viewers(api, 0, timeout=15)
-    assert "not connected within 4 s" in svc.log()
+    # Ended by the connect timeout (counted from the answer), or by ICE giving up first: either way it is gone.
+    assert "not connected within 4 s" in svc.log() or "closing (failed)" in svc.log(), svc.log()[-2000:]
     # Slots are free again and the service still streams.
     r = httpx.post(f"{api}/whep/high", content=offer, headers=sdp, timeout=15)
     assert r.status_code == 201
