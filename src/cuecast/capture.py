@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -54,6 +55,50 @@ class SourceStatus:
     next_retry_s: float | None = None
     last_frame_mono: float | None = None
     corrupt_frames: int = 0  # corrupt camera JPEGs dropped before the decoder (never a restart)
+    camera_drops: int = 0  # frames the camera's driver dropped (gaps in its buffer sequence numbers)
+    frame_interval_ms: float | None = None  # mean time between the driver's buffer timestamps (recent frames)
+    frame_interval_jitter_ms: float | None = None  # their standard deviation
+
+
+class DriverTiming:
+    """What a V4L2 driver's buffers say about the camera: sequence gaps (frames it dropped because no buffer
+    was free) and the spread of the time between its timestamps. Fed from v4l2src's pad, whose buffers carry
+    the driver's sequence as the offset and its timestamp as the PTS (do-timestamp=false)."""
+
+    WINDOW = 300  # intervals the mean and jitter are taken over (10 s at 30 fps)
+
+    def __init__(self, status: SourceStatus) -> None:
+        self.status = status
+        self._seq: int | None = None
+        self._pts: int | None = None
+        self._intervals: deque[float] = deque(maxlen=self.WINDOW)
+        self._added = 0
+        self._in_stream = 0  # buffers since the stream started
+
+    def reset(self) -> None:
+        """A new stream (reopen, replug): its sequence starts again."""
+        self._seq = self._pts = None
+        self._in_stream = 0
+
+    def add(self, seq: int, pts: int) -> None:
+        if seq != Gst.BUFFER_OFFSET_NONE:
+            gap = seq - self._seq - 1 if self._seq is not None else 0
+            # v4l2src adds one to the driver's sequence from a stream's second buffer on (its renegotiation
+            # offset): that step is not a drop (the driver's own numbers, v4l2-ctl shows, have no gap).
+            if gap > 0 and not (self._in_stream == 1 and gap == 1):
+                self.status.camera_drops += gap
+            self._seq = seq
+            self._in_stream += 1
+        if pts != Gst.CLOCK_TIME_NONE:
+            if self._pts is not None and pts > self._pts:
+                self._intervals.append((pts - self._pts) / 1e6)
+                self._added += 1
+            self._pts = pts
+        n = len(self._intervals)
+        if n >= 2 and (self._added < 30 or self._added % 30 == 0):  # cheap: the stats every second or so
+            a = np.fromiter(self._intervals, dtype=np.float64, count=n)
+            self.status.frame_interval_ms = round(float(a.mean()), 3)
+            self.status.frame_interval_jitter_ms = round(float(a.std()), 3)
 
 
 HTTP_PROBE_TIMEOUT_S = 2.0
@@ -155,6 +200,7 @@ class SourceRunner:
         self._file_id: tuple[int, int, float] | None = None
         self._format_error: str | None = None
         self._jpeg: bool | None = None  # the camera sends JPEG (checked per frame), once its caps are known
+        self._timing = DriverTiming(self.status)
 
     # -- public, any thread ------------------------------------------------------------------------
 
@@ -253,6 +299,7 @@ class SourceRunner:
         camera = pipeline.get_by_name("cuecast_camera")
         if camera is not None:
             self._jpeg = None
+            self._timing.reset()
             camera.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._check_jpeg)
         bus = pipeline.get_bus()
         bus.add_signal_watch()
@@ -331,7 +378,11 @@ class SourceRunner:
 
     def _check_jpeg(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         """Drop (and count) a camera JPEG that is cut short or garbled, as some cameras send: no start-of-image
-        marker, or no end-of-image marker near its end. The decoder would show it half grey; never a restart."""
+        marker, or no end-of-image marker near its end. The decoder would show it half grey; never a restart.
+        A V4L2 camera's buffers also feed the driver timing (drops, interval jitter) here."""
+        if self.spec.kind == "v4l2":
+            buf = info.get_buffer()
+            self._timing.add(buf.offset, buf.pts)
         if self._jpeg is None:
             caps = pad.get_current_caps()
             self._jpeg = caps is not None and caps.get_structure(0).get_name() == "image/jpeg"

@@ -46,6 +46,17 @@ CAMERA_CHECK_S = 5
 KEEP = "__keep__"  # set_camera: leave the profile as it is
 
 
+def fourcc_of(caps: str | None) -> str | None:
+    """The V4L2 pixel format a mode's caps name (as GET /api/camera's modes list them)."""
+    if not caps:
+        return None
+    if caps.startswith("image/jpeg"):
+        return "MJPG"
+    if "YUY2" in caps:
+        return "YUYV"
+    return caps.split(",")[0]
+
+
 def by_id_of(path: str) -> str | None:
     """The /dev/v4l/by-id name that points at a device node, if any (stable across replugs)."""
     folder = "/dev/v4l/by-id"
@@ -125,6 +136,7 @@ class CaptureService:
         self.control = ControlServer(runtime.control, self.handle)
         self.ring_demand = False
         self.kernel = ""  # the native pixel kernels in use (avx2 or plain-c), once loaded
+        self.camera_values: dict[str, int] = {}  # a V4L2 camera's controls as last read (for /metrics)
         self.grab = GrabOutput()
         self._grab_lock = threading.Lock()
         self.table: TableGeometry | None = None
@@ -213,6 +225,7 @@ class CaptureService:
         self.feeder.start()
         self.control.start()
         if spec.kind == "v4l2":
+            GLib.idle_add(lambda: self._check_camera() and False)  # the values for /metrics from the start
             GLib.timeout_add_seconds(CAMERA_CHECK_S, self._check_camera)
         if self.table is not None:
             self._drift_thread = threading.Thread(target=self._drift_loop, name="table-drift", daemon=True)
@@ -437,18 +450,21 @@ class CaptureService:
         try:
             with v4l2.Camera(self.spec.location) as cam:
                 applied = v4l2.apply(cam, values)
+            self.camera_values.update(applied)
             log.info("camera controls applied: %s", ", ".join(f"{k}={v}" for k, v in applied.items()))
         except v4l2.CameraError as e:
             log.warning("camera controls not applied: %s", e)
 
     def _check_camera(self) -> bool:
-        """Some cameras reset a control on their own: put the saved value back, and say so."""
-        values = self.cfg.camera.effective()
-        if not values or self.spec is None or not os.path.exists(self.spec.location):
+        """Every few seconds: read the camera's controls (for /metrics) and, since some cameras reset a
+        control on their own, put a saved value the device no longer reports back, and say so."""
+        if self.spec is None or not os.path.exists(self.spec.location):
             return True
+        values = self.cfg.camera.effective()
         try:
             with v4l2.Camera(self.spec.location) as cam:
-                now = {c.name: c.value for c in cam.controls(menus=False)}
+                now = {c.name: c.value for c in cam.controls(menus=False) if c.value is not None}
+            self.camera_values = now
             drifted = {k: v for k, v in values.items() if k in now and now[k] != v}
             if drifted:
                 log.warning("camera reported %s instead of the saved values: setting them again",
@@ -465,10 +481,11 @@ class CaptureService:
                 info, modes, controls = cam.info(), cam.modes(), cam.controls()
         except v4l2.CameraError as e:
             raise ControlError(f"{e.kind}: {e}") from None
-        src = self.runner.status if self.runner is not None else None
+        caps = self.runner.status.device_format if self.runner is not None else None
+        src = self.cfg.source
         return {"path": path, **info, "by_id": by_id_of(path),
-                "mode": {"format": src.device_format if src else None, "width": self.cfg.source.width,
-                         "height": self.cfg.source.height, "fps": self.cfg.source.fps},
+                "mode": {"format": caps, "fourcc": fourcc_of(caps), "width": src.width, "height": src.height,
+                         "fps": src.fps},
                 "modes": modes, "controls": [c.as_dict() for c in controls],
                 "saved": self.cfg.camera.controls, "profile": self.cfg.camera.profile,
                 "profiles": self.cfg.camera.profiles}
@@ -498,6 +515,7 @@ class CaptureService:
                                                         "profiles": profiles})
         else:
             self.cfg.camera = camera.model_copy(update={"profile": profile})
+        self.camera_values.update(applied)
         if applied:
             log.info("camera controls set: %s", ", ".join(f"{k}={v}" for k, v in applied.items()))
         return {"applied": applied, "camera": self.cfg.camera.model_dump()}
@@ -572,6 +590,7 @@ class CaptureService:
             "shm": {"enabled": True, **self.shm.stats()} if self.shm else {"enabled": False},
             "ring": {"demand": self.ring_demand, **self.ring.stats()} if self.ring else None,
             "controls": self.cfg.controls.model_dump(),
+            "camera": {"controls": dict(self.camera_values)} if self.spec and self.spec.kind == "v4l2" else None,
             "table": self.table_status(),
         }
 

@@ -510,6 +510,7 @@ class Service:
                 "streaming_restarts": self.pipeline.restarts if self.pipeline else 0,
             },
             "fisheye": cap["fisheye"] if cap else {"active": None, "enabled": self.cfg.fisheye.enabled},
+            "camera": (cap or {}).get("camera"),  # a V4L2 camera's controls as last read; None for other sources
             "ring": {"state": self.runner.status.state if self.runner else "stopped",
                      **((cap or {}).get("ring") or {})},
             "table": {**((cap or {}).get("table") or {"calibrated": self.table is not None}),

@@ -61,3 +61,27 @@ def test_v4l2_fragments_request_the_chosen_format() -> None:
     spec = parse_source("v4l2:///dev/video0")
     assert "image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec" in source_fragment(spec, 1280, 720, 30, "MJPG")
     assert "format=YUY2" in source_fragment(spec, 640, 480, 15, "YUYV")
+
+
+def test_driver_timing_counts_sequence_gaps_and_interval_jitter() -> None:
+    """The driver's buffer sequence skips the frames it dropped; a new stream starts its sequence again."""
+    from cuecast.capture import DriverTiming, SourceStatus
+    from cuecast.gst import Gst
+
+    st = SourceStatus("v4l2", "/dev/video0")
+    timing = DriverTiming(st)
+    period = 33_333_333
+    for seq in [0, 2, 3, 6, 7]:  # v4l2src's +1 from the second buffer on; frames 4 and 5 dropped
+        timing.add(seq, seq * period)
+    assert st.camera_drops == 2
+    assert st.frame_interval_ms is not None and st.frame_interval_jitter_ms is not None
+    assert 33 < st.frame_interval_ms < 60 and st.frame_interval_jitter_ms > 10  # the gap shows as jitter
+    timing.reset()
+    timing.add(0, 10 * period)  # reopened: sequence 0 again, no drop counted
+    timing.add(Gst.BUFFER_OFFSET_NONE, Gst.CLOCK_TIME_NONE)  # a source without them: nothing counted
+    assert st.camera_drops == 2
+    steady = DriverTiming(SourceStatus("v4l2", "/dev/video0"))
+    for seq in range(100):
+        steady.add(seq, seq * period + (seq % 2) * 100_000)  # 0.1 ms of jitter
+    assert abs(steady.status.frame_interval_ms - 33.333) < 0.01  # type: ignore[operator]
+    assert steady.status.frame_interval_jitter_ms is not None and steady.status.frame_interval_jitter_ms < 0.2

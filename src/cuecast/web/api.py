@@ -332,6 +332,21 @@ class _StatusCollector:
         yield CounterMetricFamily("cuecast_source_attempts", "Source connection attempts", src.get("attempts", 0))
         yield CounterMetricFamily("cuecast_source_corrupt_frames", "Frames the decoder dropped as corrupt",
                                   src.get("corrupt_frames", 0))
+        if src.get("kind") == "v4l2":
+            yield CounterMetricFamily("cuecast_camera_drops", "Frames the camera's driver dropped (gaps in its "
+                                      "buffer sequence: no buffer was free)", src.get("camera_drops", 0))
+            for key, what in (("frame_interval_ms", "Mean time between the driver's frame timestamps"),
+                              ("frame_interval_jitter_ms", "Standard deviation of that time (jitter)")):
+                if src.get(key) is not None:
+                    yield GaugeMetricFamily(f"cuecast_camera_{key[:-3]}_seconds", f"{what}, recent frames",
+                                            src[key] / 1000)
+        camera = st.get("camera") or {}
+        if camera.get("controls"):
+            ctl = GaugeMetricFamily("cuecast_camera_control", "A camera (V4L2) control's value as last read "
+                                    "from the device (every 5 s)", labels=["control"])
+            for name, value in sorted(camera["controls"].items()):
+                ctl.add_metric([name], value)
+            yield ctl
         clients = GaugeMetricFamily("cuecast_output_clients", "Connected clients", labels=["output"])
         fps = GaugeMetricFamily("cuecast_output_fps", "Frames per second sent", labels=["output"])
         sent = CounterMetricFamily("cuecast_output_frames_sent", "Frames sent to clients", labels=["output"])
