@@ -198,7 +198,7 @@ class CaptureService:
                                  view=cfg.shm.view, geometry=self._geometry(cfg.shm.view))
             branches.append(self.shm)
         self.ring = ShmOutput(self.runtime.ring, w, h, fps, RING_BUFFERS, name="ring", fmt="I420", queued=True,
-                              mode=PRIVATE_MODE, wanted=lambda: self.ring_demand)
+                              mode=PRIVATE_MODE, wanted=lambda: self.ring_demand, max_fps=cfg.people_fps)
         branches += [self.ring, self.grab]
         try:
             for out in (self.shm, self.ring):

@@ -415,6 +415,16 @@ class Config(_Model):
                 or any(t.enabled for t in self.publish))
 
     @property
+    def people_fps(self) -> int:
+        """The highest rate a people-facing output runs at (MJPEG qualities, the H.264 encoder). The internal
+        ring to the streaming process carries no more: at source.fps 60 the backend gets 60 frames a second,
+        the streaming process 30 (by default), and never copies a frame no output would use."""
+        rates = [getattr(self.mjpeg, q).fps for q in ("low", "medium", "high") if getattr(self.mjpeg, q).enabled]
+        if self.h264_wanted:
+            rates.append(self.h264.fps)
+        return min(self.source.fps, max(rates, default=self.source.fps))
+
+    @property
     def h264_size(self) -> tuple[int, int]:
         if self.h264.width is not None and self.h264.height is not None:
             return self.h264.width, self.h264.height

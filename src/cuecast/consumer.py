@@ -10,6 +10,9 @@ and numpy, never FastAPI or the service.
         info = c.last_info                 # seq, capture time (CLOCK_MONOTONIC ns), placeholder flag
         view = c.get_frame(timeout=1.0, copy=False)  # read-only, in shared memory, valid until the next call
 
+    for frame, info in c.frames():         # a tracker: every frame, in order (info.seq +1 each time)
+        if info.dropped_before: ...        # frames missed just before this one (this reader was too slow)
+
 Frames are held as they arrive (no copy in the streaming thread); `copy=True` (the default) copies one out
 when it is read, `copy=False` lends the shared-memory block itself until the next read.
 """
@@ -20,6 +23,9 @@ import logging
 import os
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
@@ -32,7 +38,10 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 0.1  # how often to retry a missing or dead producer (resume well within 1 s)
 BUS_POLL_NS = 50 * Gst.MSECOND
-STALE_RETRY_S = 2.0  # retry a socket file that failed, unless it is replaced sooner  # how quickly stop() is noticed
+STALE_RETRY_S = 2.0  # retry a socket file that failed, unless it is replaced sooner
+# frames(): frames kept for a reader that is momentarily behind. Each holds one of the producer's shared-memory
+# blocks (shm.buffers, 6 by default), and the producer drops a frame for everyone when readers hold them all.
+ORDERED_QUEUE = 3
 
 
 class GStreamerFrameConsumer:
@@ -65,7 +74,11 @@ class GStreamerFrameConsumer:
         self._failed_at = 0.0
         self.connected = False
         self.frames_received = 0
+        self.frames_missed = 0  # frames(): frames this reader did not get (the sum of info.dropped_before)
         self.reconnects = 0
+        self._queue: deque[tuple[_Held, FrameInfo]] | None = None  # while frames() runs: frames not read yet
+        self._ordered_last_seq: int | None = None
+        self._ordered_max = ORDERED_QUEUE
         self.last_info: FrameInfo | None = None  # metadata of the frame get_frame last returned
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -132,6 +145,63 @@ class GStreamerFrameConsumer:
             if self._copy is None or self._copy[0] != self._local_seq:
                 self._copy = (self._local_seq, held.view.copy())
             return self._copy[1], info
+
+    def frames(self, timeout: float | None = None, *, copy: bool = True,
+               queue: int = ORDERED_QUEUE) -> Iterator[tuple[np.ndarray, FrameInfo]]:
+        """Every frame in order, for a tracker that needs each one (get_frame gives only the newest).
+
+        Yields (frame, info) with `info.seq` one more than the last one's, unless frames were missed: then
+        `info.dropped_before` says how many (this reader was too slow for more than `queue` frames, or the
+        producer dropped them) and `frames_missed` counts them all. A producer restart starts its numbers
+        again (not counted as missed). Ends after `timeout` seconds without a frame (None: runs until stop()).
+        `copy=False` yields the shared-memory block itself, valid until the next frame is asked for.
+        """
+        with self._cond:
+            if self._queue is not None:
+                raise RuntimeError("frames() is already running on this consumer")
+            self._queue = deque()
+            self._ordered_last_seq = None
+            self._ordered_max = max(1, queue)
+        try:
+            while True:
+                got = self._next_ordered(timeout, copy)
+                if got is None:
+                    return
+                yield got
+        finally:
+            with self._cond:
+                self._release_lent()
+                pending, self._queue = self._queue, None
+                for held, _info in pending or ():
+                    held.queued -= 1
+                    held.release_if_unused()
+
+    def _next_ordered(self, timeout: float | None, copy: bool) -> tuple[np.ndarray, FrameInfo] | None:
+        with self._cond:
+            self._release_lent()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._queue:
+                if self._thread is None:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left if left is not None else 0.5)
+            held, info = self._queue.popleft()
+            held.queued -= 1
+            last, self._ordered_last_seq = self._ordered_last_seq, info.seq
+            missed = info.seq - last - 1 if last is not None and info.seq > last else 0
+            if missed:
+                self.frames_missed += missed
+                info = replace(info, dropped_before=missed)
+            self.last_info = info
+            if copy:
+                frame = held.view.copy()
+                held.release_if_unused()
+                return frame, info
+            held.lent += 1
+            self._lent = held
+            return held.view, info
 
     def _release_lent(self) -> None:
         lent, self._lent = self._lent, None
@@ -256,6 +326,13 @@ class GStreamerFrameConsumer:
         view.flags.writeable = False
         held = _Held(buf, mi, view)
         with self._cond:
+            if self._queue is not None:  # frames() runs: keep it for that reader, in order
+                if len(self._queue) >= self._ordered_max:  # too far behind: the oldest goes (seen as a gap)
+                    gone, _ = self._queue.popleft()
+                    gone.queued -= 1
+                    gone.release_if_unused()
+                held.queued += 1
+                self._queue.append((held, info))
             old, self._held = self._held, held
             self._info = info
             self._received_ns = time.monotonic_ns()
@@ -278,7 +355,7 @@ class GStreamerFrameConsumer:
 
 class _Held:
     """A mapped shared-memory frame; unmapped (and so released to the producer) once it is neither the
-    newest frame nor lent to a copy=False reader."""
+    newest frame, nor lent to a copy=False reader, nor waiting in frames()'s queue."""
 
     def __init__(self, buf: Gst.Buffer, mi: Gst.MapInfo, view: np.ndarray) -> None:
         self.buf = buf
@@ -286,9 +363,10 @@ class _Held:
         self.view = view
         self.current = True
         self.lent = 0
+        self.queued = 0  # waiting in frames()'s queue
         self._released = False
 
     def release_if_unused(self) -> None:
-        if not self.current and self.lent <= 0 and not self._released:
+        if not self.current and self.lent <= 0 and self.queued <= 0 and not self._released:
             self._released = True
             self.buf.unmap(self.mi)

@@ -81,6 +81,8 @@ class FrameInfo:
     placeholder: bool = False  # True while the source is down
     format: str = "BGR"  # "BGR" (the backend's frames) or "I420" (the service's internal ring)
     geometry: Geometry = field(default_factory=Geometry)
+    # Set by the consumer's frames(): how many frames this reader missed just before this one (not packed).
+    dropped_before: int = 0
 
     @property
     def view(self) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cuecast.frame import Geometry, buffer_size
 from cuecast.gst import GLib, Gst
-from cuecast.pipeline import OutputPipeline
+from cuecast.pipeline import DemandGate, OutputPipeline, queue_name
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ShmOutput:
         self, socket_path: Path, width: int, height: int, fps: int, buffers: int = 6, group: str | None = None,
         *, name: str = "shm", fmt: str = "BGR", queued: bool = False, mode: int = SOCKET_MODE,
         source_size: tuple[int, int] | None = None, wanted: Callable[[], bool] | None = None,
-        geometry: Geometry | None = None, view: str = "camera",
+        geometry: Geometry | None = None, view: str = "camera", max_fps: int | None = None,
     ) -> None:
         self.name = name
         self.queued = queued
@@ -139,6 +139,9 @@ class ShmOutput:
         self.group = group
         self.geometry = geometry or Geometry()
         self._wanted = wanted or (lambda: True)  # a further condition besides a connected reader
+        # A queued branch may carry fewer frames than the source gives (the ring: only what the people-facing
+        # outputs use), thinned in its own thread before anything is packed.
+        self.gate = DemandGate(max_fps, fps, lambda: True) if queued and max_fps and max_fps < fps else None
         self._gid = self._resolve_group(group)
         self._frames: OutputPipeline | None = None
         self._valve: Gst.Element | None = None
@@ -181,6 +184,8 @@ class ShmOutput:
         sink = pipeline.get_by_name(f"{n}_sink")
         sink.connect("client-connected", self._on_client, 1)
         sink.connect("client-disconnected", self._on_client, -1)
+        if self.gate is not None:
+            self.gate.install(pipeline, queue_name(self))
 
     def active(self) -> bool:
         return self.clients > 0 and self._wanted()
