@@ -67,10 +67,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_GAP_MS = 100  # the README's promise for a kill -9 of the streaming side
 
 
-def reader(sock: Path, seconds: float, mode: str, send_log: Path | None = None) -> subprocess.Popen[str]:
+def reader(sock: Path, seconds: float, mode: str, send_log: Path | None = None,
+           size: tuple[int, int] = (W, H)) -> subprocess.Popen[str]:
     """A plain shmsrc reader process; with the camera's send log it measures glass -> numpy."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, str(READER), str(sock), str(seconds), str(W), str(H), mode]
+    args = [sys.executable, str(READER), str(sock), str(seconds), str(size[0]), str(size[1]), mode]
     if send_log is not None:
         args.append(str(send_log))
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
@@ -109,17 +110,18 @@ def ratio(values: list[float], fmt: str = "{:.2f}") -> str:
 
 class Load:
     """Every people-facing output watched: 2 RTSP clients (ffmpeg, tcp and udp), 10 MJPEG readers on the
-    medium port, 3 on the low port (bench/readers.py)."""
+    medium port, 3 on the low port (bench/readers.py); fewer where asked."""
 
-    def __init__(self, ports: list[int], seconds: float) -> None:
+    def __init__(self, ports: list[int], seconds: float, medium: int = 10, low: int = 3,
+                 rtsp: tuple[str, ...] = ("tcp", "udp")) -> None:
         url = f"rtsp://127.0.0.1:{ports[3]}/high"
         self.seconds = seconds
         self.rtsp = [subprocess.Popen(["ffmpeg", "-nostdin", "-rtsp_transport", t, "-i", url, "-t", str(seconds),
                                        "-f", "null", "-"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True) for t in ("tcp", "udp")]
+                                      text=True) for t in rtsp]
+        watch = [f"{port}:{n}" for port, n in ((ports[1], medium), (ports[2], low)) if n]
         self.readers = subprocess.Popen([sys.executable, str(Path(__file__).with_name("readers.py")),
-                                         str(seconds - 4), f"{ports[1]}:10", f"{ports[2]}:3"],
-                                        stdout=subprocess.PIPE, text=True)
+                                         str(seconds - 4), *watch], stdout=subprocess.PIPE, text=True)
         self.ports = ports
 
     def result(self) -> dict[str, list[float]]:

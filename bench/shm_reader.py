@@ -27,20 +27,20 @@ from cuecast.gst import Gst
 from cuecast.testcam.lenscode import LensCode, read_code
 
 
-def trailer_capture(data: memoryview) -> int | None:
-    """The capture time in a cuecast trailer (this version's, or the 64-byte one of the one-process design the
-    bench compares with); None for a placeholder frame or no trailer."""
+def trailer_capture(data: memoryview) -> tuple[int | None, int | None]:
+    """(capture time, seq) in a cuecast trailer (this version's, or the 64-byte one of the one-process design
+    the bench compares with); (None, None) for a placeholder frame or no trailer."""
     try:
         info = FrameInfo.unpack(data)
     except FrameFormatError:
         info = None
         tail = bytes(data[len(data) - 64:])
         if tail[:8] == LEGACY_MAGIC:  # magic, size, w, h, channels, flags, seq, capture, wall
-            _m, _s, _w, _h, _c, flags, _seq, cap, _wall = struct.unpack("<8sIIIIIQqq", tail[:52])
-            return None if flags & 1 else int(cap)
+            _m, _s, _w, _h, _c, flags, seq, cap, _wall = struct.unpack("<8sIIIIIQqq", tail[:52])
+            return (None, None) if flags & 1 else (int(cap), int(seq))
     if info is None or info.placeholder:
-        return None
-    return info.capture_ns
+        return None, None
+    return info.capture_ns, info.seq
 
 
 def main() -> None:
@@ -55,6 +55,8 @@ def main() -> None:
     capture: list[float] = []
     arrivals: list[float] = []
     last_code = [-1]
+    last_seq = [-1]
+    missing = [0]  # frames the producer numbered that this reader never got (from the trailer's seq)
     lock = threading.Lock()
 
     def on_sample(sink: Gst.Element) -> Gst.FlowReturn:
@@ -67,9 +69,9 @@ def main() -> None:
             now_ns = time.monotonic_ns()
             img = np.frombuffer(mi.data, np.uint8, count=w * h * 3).reshape(h, w, 3)
             code = read_code(img, centres) if centres is not None else None
-            capture_ns = None
+            capture_ns = seq = None
             if mi.size > w * h * 3:
-                capture_ns = trailer_capture(mi.data)
+                capture_ns, seq = trailer_capture(mi.data)
         finally:
             buf.unmap(mi)
         with lock:
@@ -79,6 +81,10 @@ def main() -> None:
                 glass.append((now_ns - int(sent[code % FRAMES])) / 1e6)
             if capture_ns is not None:
                 capture.append((now_ns - capture_ns) / 1e6)
+            if seq is not None:
+                if 0 <= last_seq[0] < seq:
+                    missing[0] += seq - last_seq[0] - 1
+                last_seq[0] = seq
         return Gst.FlowReturn.OK
 
     def build() -> Gst.Pipeline:
@@ -102,7 +108,7 @@ def main() -> None:
         p.set_state(Gst.State.NULL)
     gaps = np.diff(arrivals) if len(arrivals) > 1 else np.array([0.0])
     print(json.dumps({"frames": len(arrivals), "fps": len(arrivals) / seconds, "glass": glass, "capture": capture,
-                      "max_gap_ms": float(gaps.max()), "arrivals": arrivals}))
+                      "max_gap_ms": float(gaps.max()), "arrivals": arrivals, "missing": missing[0]}))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import httpx
 
 from cuecast.consumer import GStreamerFrameConsumer
 from cuecast.fisheye.demo import demo_calibration_path
+from cuecast.testcam.daemon import NUMBERS
 from cuecast.testcam.lenscode import LensCode, read_code
 from tests.helpers.mjpeg_client import MjpegReader
 from tests.helpers.service import ServiceProcess, http_env, wait_http
@@ -63,10 +64,10 @@ def test_every_frame_in_order_at_60_fps_with_the_correction_on(tmp_path: Path) -
                 assert missed == 0, f"{missed} of {len(seqs) + missed} frames missed at 60 fps"
                 assert all(b - a == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "frames out of order"
                 assert rate >= 57, f"{rate:.1f} fps from a 60 fps camera"
-                # The pictures' own numbers (the camera paints 0..127 and wraps) also go up by one each time.
+                # The pictures' own numbers (the camera paints 0..NUMBERS-1 and wraps) also go up by one each time.
                 known = [(i, n) for i, n in enumerate(numbers) if n is not None]
                 assert len(known) >= 0.9 * len(numbers), f"{len(known)} of {len(numbers)} numbers read"
-                steps = [(n2 - n1) % 128 == (i2 - i1) % 128 for (i1, n1), (i2, n2) in zip(known, known[1:],
+                steps = [(n2 - n1) % NUMBERS == (i2 - i1) % NUMBERS for (i1, n1), (i2, n2) in zip(known, known[1:],
                                                                                               strict=False)]
                 assert all(steps), "a picture skipped or repeated between two frames with seq +1"
 

@@ -16,7 +16,8 @@ from cuecast.testcam.lenscode import LensCode
 
 BITS, CHECK_BITS, BLOCK, X0, Y0 = 16, 8, 12, 8, 8
 JPEG_QUALITY = 85
-CACHE_FRAMES = 256
+CACHE_FRAMES = 1300  # every number the camera paints (daemon.NUMBERS, 600) at two picture levels: after
+# the first cycle nothing is encoded again (1080p: about 63 KiB a frame, 80 MiB in all)
 
 
 def paint_number(img: np.ndarray, n: int) -> None:
