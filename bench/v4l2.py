@@ -107,6 +107,8 @@ def cuecast_fast(rig: CameraRig, log: Path, tmp: Path, mode: tuple[int, int, int
     try:
         wait_for(sock, 30)
         wait_port(ports[0])
+        if watched:
+            wait_port(ports[3])  # the RTSP server listens a little after the API: the player must find it
         load = Load(ports, FAST_WINDOW_S + 6, medium=3, low=0, rtsp=("tcp",)) if watched else None
         time.sleep(4 if watched else 2)
         r = reader(sock, FAST_WINDOW_S, "corrected", log, (w, h))
