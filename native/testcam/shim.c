@@ -142,11 +142,14 @@ static char *(*real_realpath) (const char *, char *);
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static const char *daemon_socket;
-static const char *state_dir;   /* holds <minor>.unplugged while a device is unplugged */
+static const char *state_dir;   /* holds <minor>.unplugged while a device is unplugged, and <minor>.renamed
+                                 * ("PATH MINOR") while it is plugged back under another number */
 
 /* The devices of the spec, for stat/access/readlink without asking the daemon: CUECAST_TESTCAM_DEVICES is
- * "PATH|BYID|MINOR;..." (set by `cuecast-testcam run`). */
-struct tc_node { char path[128]; char by_id[160]; uint32_t minor; };
+ * "PATH|BYID|MINOR;..." (set by `cuecast-testcam run`). `path` and `minor` are where the camera is now (a replug
+ * may bring it back as another /dev/videoN); `spec_path` and `spec_minor` name it to the daemon and in the
+ * state files. */
+struct tc_node { char path[128]; char spec_path[128]; char by_id[160]; uint32_t minor, spec_minor; };
 static struct tc_node nodes[MAX_DEVS];
 static int nnodes;
 
@@ -185,8 +188,9 @@ init (void)
     char *a = strtok (item, "|"), *b = strtok (NULL, "|"), *c = strtok (NULL, "|");
     if (a && b && c) {
       snprintf (n->path, sizeof n->path, "%s", a);
+      snprintf (n->spec_path, sizeof n->spec_path, "%s", a);
       snprintf (n->by_id, sizeof n->by_id, "%s", strcmp (b, "-") ? b : "");
-      n->minor = (uint32_t) atoi (c);
+      n->minor = n->spec_minor = (uint32_t) atoi (c);
       nnodes++;
     }
     devs = end ? end + 1 : NULL;
@@ -201,8 +205,34 @@ node_unplugged (const struct tc_node *n)
   if (!state_dir)
     return 0;
   char p[300];
-  snprintf (p, sizeof p, "%s/%u.unplugged", state_dir, n->minor);
+  snprintf (p, sizeof p, "%s/%u.unplugged", state_dir, n->spec_minor);
   return real_access (p, F_OK) == 0;
+}
+
+/* Where each camera is now: the spec's node, or the one `cuecast-testcam replug PATH --as NODE` gave it. */
+static void
+refresh_nodes (void)
+{
+  for (int i = 0; i < nnodes && state_dir; i++) {
+    struct tc_node *n = &nodes[i];
+    char p[300], path[128];
+    unsigned minor;
+    snprintf (p, sizeof p, "%s/%u.renamed", state_dir, n->spec_minor);
+    int fd = real_open (p, O_RDONLY | O_CLOEXEC);
+    char text[200] = "";
+    if (fd >= 0) {
+      ssize_t got = read (fd, text, sizeof text - 1);
+      text[got > 0 ? got : 0] = 0;
+      real_close (fd);
+    }
+    if (fd >= 0 && sscanf (text, "%127s %u", path, &minor) == 2) {
+      snprintf (n->path, sizeof n->path, "%s", path);
+      n->minor = minor;
+    } else {
+      snprintf (n->path, sizeof n->path, "%s", n->spec_path);
+      n->minor = n->spec_minor;
+    }
+  }
 }
 
 /* The node a path names: its /dev/videoN path or its /dev/v4l/by-id/NAME link; NULL when not ours. */
@@ -211,6 +241,7 @@ node_of (const char *path, int *is_link)
 {
   if (!path || strncmp (path, "/dev/", 5) != 0)
     return NULL;
+  refresh_nodes ();
   for (int i = 0; i < nnodes; i++) {
     if (strcmp (path, nodes[i].path) == 0) {
       if (is_link)
@@ -402,7 +433,7 @@ tc_open (struct tc_node *node, int flags)
     return -1;
   }
   char hello[200];
-  snprintf (hello, sizeof hello, "OPEN %s %d\n", node->path, (int) getpid ());
+  snprintf (hello, sizeof hello, "OPEN %s %d\n", node->spec_path, (int) getpid ());
   struct tc_file *f = calloc (1, sizeof *f);
   int err = ENODEV;
   if (!f || write_all (ev, hello, strlen (hello)) < 0)
@@ -700,7 +731,7 @@ fstatat (int dirfd, const char *path, struct stat *st, int flags)
     struct tc_file *f = file_of (dirfd);
     if (f) {
       for (int i = 0; i < nnodes; i++)
-        if (strcmp (nodes[i].path, f->dev.path) == 0) {
+        if (strcmp (nodes[i].spec_path, f->dev.path) == 0) {
           fill_stat (st, &nodes[i]);
           return 0;
         }
@@ -722,7 +753,7 @@ fstat (int fd, struct stat *st)
   struct tc_file *f = file_of (fd);
   if (f) {
     for (int i = 0; i < nnodes; i++)
-      if (strcmp (nodes[i].path, f->dev.path) == 0) {
+      if (strcmp (nodes[i].spec_path, f->dev.path) == 0) {
         fill_stat (st, &nodes[i]);
         return 0;
       }
@@ -872,6 +903,7 @@ opendir (const char *name)
       fake_add (d, e->d_name, e->d_type, e->d_ino);
     if (real)
       real_closedir (real);
+    refresh_nodes ();
     for (int i = 0; i < nnodes; i++)
       if (!node_unplugged (&nodes[i]))
         fake_add (d, nodes[i].path + 5, DT_CHR, 1000 + nodes[i].minor);
@@ -945,6 +977,7 @@ fopen (const char *path, const char *mode)
   char tail[16];
   if (path && sscanf (path, "/sys/dev/char/%u:%u/%15s", &maj, &min, tail) == 3 && maj == VIDEO_MAJOR
       && strcmp (tail, "uevent") == 0) {
+    refresh_nodes ();
     for (int i = 0; i < nnodes; i++)
       if (nodes[i].minor == min && !node_unplugged (&nodes[i])) {
         char text[160];

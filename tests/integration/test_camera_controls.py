@@ -173,3 +173,35 @@ def test_twenty_replugs_each_back_within_two_seconds_with_every_saved_value(tmp_
         finally:
             svc.terminate()
             svc.close()
+
+
+def test_a_camera_back_under_another_number_is_found_by_its_by_id_name(tmp_path: Path) -> None:
+    """`source.uri` as the camera's by-id name: plugged back in as /dev/video2 (another camera took video0, or
+    the kernel gave it the next number), it is found again, frames within 2 s, its saved controls set again."""
+    with CameraRig(tmp_path) as cam:
+        cfg = tmp_path / "cuecast.yaml"
+        cfg.write_text(CONFIG.replace("v4l2:///dev/video0", "usb-Cuecast_Test_Camera_0001-video-index0"))
+        svc, api, _ = start(cam, tmp_path, cfg)
+        try:
+            with GStreamerFrameConsumer(tmp_path / "sock") as c:
+                got = c.read(timeout=10.0, copy=False)
+                assert got is not None and not got[1].placeholder, svc.log()[-2000:]
+                cam.admin("unplug", "/dev/video0")
+                time.sleep(1.0)
+                cam.admin("replug", "/dev/video0", "--as", "/dev/video2")
+                plugged = time.monotonic()
+                while True:
+                    got = c.read(timeout=1.0, copy=False)
+                    if got is not None and not got[1].placeholder:
+                        break
+                    assert time.monotonic() - plugged < 10, f"no frames after the replug:\n{svc.log()[-2000:]}"
+                back = time.monotonic() - plugged
+                assert back <= 2.0, f"frames back {back:.2f} s after the replug as /dev/video2"
+            r = cam.run("v4l2-ctl", "-d", "/dev/video2", "--get-ctrl", "power_line_frequency")
+            assert r.returncode == 0 and r.stdout.split(":")[1].split()[0] == "2", r.stdout + r.stderr
+            assert cam.run("v4l2-ctl", "-d", "/dev/video0", "--all").returncode != 0  # the old number is gone
+            got = httpx.get(f"{api}/api/camera", timeout=10).json()
+            assert got["path"] == "/dev/v4l/by-id/usb-Cuecast_Test_Camera_0001-video-index0", got["path"]
+        finally:
+            svc.terminate()
+            svc.close()

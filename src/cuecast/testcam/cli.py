@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def admin(args: argparse.Namespace) -> int:
-    words = [args.command, args.path, *([str(args.count)] if args.command == "corrupt" else [])]
+    words = [args.command, args.path, *([str(args.count)] if args.command == "corrupt" else []),
+             *([args.as_node] if getattr(args, "as_node", None) else [])]
     sock = socket_path(args.socket)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         a.add_argument("path")
         if name == "corrupt":
             a.add_argument("count", nargs="?", type=int, default=1)
+        if name == "replug":
+            a.add_argument("--as", dest="as_node", metavar="NODE",
+                           help="come back as another /dev/videoN (the by-id name follows it)")
         a.add_argument("--socket")
     args = p.parse_args(argv)
     if args.command == "run":

@@ -20,6 +20,7 @@ import itertools
 import logging
 import mmap
 import os
+import re
 import socket
 import struct
 import threading
@@ -295,16 +296,30 @@ class Camera:
                 except OSError:
                     pass
 
-    def replug(self) -> None:
+    def replug(self, node: str | None = None) -> str:
+        """Plug the camera back in; `node` (/dev/videoN): it comes back under that number, as a real camera
+        does when another took its old one (its by-id name still points at it). "" when done, else the error."""
+        renamed = self.runtime / f"{self.dev.minor}.renamed"
+        if node is not None and node != self.dev.path:
+            m = re.fullmatch(r"/dev/video(\d+)", node)
+            if m is None:
+                return f"replug --as takes a /dev/videoN node, not {node!r}"
         with self.lock:
             if self.plugged:
-                return
+                return "" if node is None else f"{self.dev.path} is plugged in: unplug it first"
+            if node is None or node == self.dev.path:
+                renamed.unlink(missing_ok=True)
+            else:
+                tmp = renamed.with_suffix(".tmp")
+                tmp.write_text(f"{node} {int(m.group(1))}\n")  # type: ignore[union-attr]
+                tmp.replace(renamed)
             old = self.store
             self._reset()
             old.close()
             self.busy_by = None
             self.plugged = True
             (self.runtime / f"{self.dev.minor}.unplugged").unlink(missing_ok=True)
+        return ""
 
 
 class Daemon:
@@ -409,7 +424,9 @@ class Daemon:
         if op == "unplug":
             cam.unplug()
         elif op == "replug":
-            cam.replug()
+            error = cam.replug(words[2] if len(words) > 2 else None)
+            if error:
+                return f"ERR {error}"
         elif op == "busy":
             with cam.lock:
                 cam.busy_by = "cuecast-testcam busy"
