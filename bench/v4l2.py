@@ -11,6 +11,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,19 @@ SPEC = ROOT / "tests" / "data" / "testcam-uvc.yaml"
 FAST_SPEC = ROOT / "tests" / "data" / "testcam-fast.yaml"  # 1080p60 and 720p120 MJPEG
 LOAD_WINDOW_S = window(20, 3)
 FAST_WINDOW_S = window(20, 3)
+
+
+@contextmanager
+def camera(spec: Path, modes: list[tuple[int, int, int]]) -> Iterator[tuple[CameraRig, Path, Path]]:
+    """The test camera of `spec` with its send log, each of `modes` warmed up: (rig, send log, temp folder)."""
+    with tempfile.TemporaryDirectory() as d:
+        log_path = Path("/dev/shm") / f"cuecast-bench-v4l2-{time.monotonic_ns()}"
+        try:
+            with CameraRig(Path(d), spec, ("--send-log", str(log_path))) as rig:
+                warm_up(rig, modes)
+                yield rig, log_path, Path(d)
+        finally:
+            log_path.unlink(missing_ok=True)
 
 
 def warm_up(rig: CameraRig, modes: list[tuple[int, int, int]]) -> None:
@@ -128,19 +143,12 @@ def fast_rows() -> list[list[str]]:
     c60: list[dict[str, Any]] = []
     a120: list[dict[str, Any]] = []
     c120: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        log_path = Path("/dev/shm") / f"cuecast-bench-fast-{time.monotonic_ns()}"
-        with CameraRig(tmp, FAST_SPEC, ("--send-log", str(log_path))) as rig:
-            try:
-                warm_up(rig, [hd60, hd120])
-                for _ in range(RUNS):
-                    a60.append(anchor(rig, log_path, tmp, hd60, FAST_WINDOW_S))
-                    c60.append(cuecast_fast(rig, log_path, tmp, hd60, True))
-                    a120.append(anchor(rig, log_path, tmp, hd120, FAST_WINDOW_S))
-                    c120.append(cuecast_fast(rig, log_path, tmp, hd120, False))
-            finally:
-                log_path.unlink(missing_ok=True)
+    with camera(FAST_SPEC, [hd60, hd120]) as (rig, log_path, tmp):
+        for _ in range(RUNS):
+            a60.append(anchor(rig, log_path, tmp, hd60, FAST_WINDOW_S))
+            c60.append(cuecast_fast(rig, log_path, tmp, hd60, True))
+            a120.append(anchor(rig, log_path, tmp, hd120, FAST_WINDOW_S))
+            c120.append(cuecast_fast(rig, log_path, tmp, hd120, False))
     p99 = lambda v: percentile(v, 99) if v else float("nan")  # noqa: E731
     fps = lambda rs: ratio([r["fps"] for r in rs], "{:.1f}")  # noqa: E731
     b60, b120 = [r["backend"] for r in c60], [r["backend"] for r in c120]
@@ -168,18 +176,11 @@ def main() -> None:
     plain: list[dict[str, Any]] = []
     off: list[dict[str, Any]] = []
     on: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        log_path = Path("/dev/shm") / f"cuecast-bench-v4l2-{time.monotonic_ns()}"
-        with CameraRig(tmp, SPEC, ("--send-log", str(log_path))) as rig:
-            try:
-                warm_up(rig, [(W, H, 30)])
-                for _ in range(RUNS):
-                    plain.append(anchor(rig, log_path, tmp))
-                    off.append(cuecast(rig, log_path, tmp, False)["idle"])
-                    on.append(cuecast(rig, log_path, tmp, True))
-            finally:
-                log_path.unlink(missing_ok=True)
+    with camera(SPEC, [(W, H, 30)]) as (rig, log_path, tmp):
+        for _ in range(RUNS):
+            plain.append(anchor(rig, log_path, tmp))
+            off.append(cuecast(rig, log_path, tmp, False)["idle"])
+            on.append(cuecast(rig, log_path, tmp, True))
     g_plain, g_off = [r["glass"] for r in plain], [r["glass"] for r in off]
     g_idle, g_load = [r["idle"]["glass"] for r in on], [r["load"]["glass"] for r in on]
     p99 = lambda v: percentile(v, 99) if v else float("nan")  # noqa: E731

@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "tests" / "data" / "testcam-uvc.yaml"
@@ -58,3 +60,14 @@ class CameraRig:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_frames(consumer: Any, real: bool, timeout: float, what: str = "") -> float:
+    """Read the backend's frames until a camera frame (`real`) or a NO SIGNAL placeholder (not `real`) comes;
+    the seconds it took. Fails naming `what` after `timeout` seconds."""
+    t0 = time.monotonic()
+    while True:
+        got = consumer.read(timeout=1.0, copy=False)
+        if got is not None and got[1].placeholder != real:
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < timeout, f"no {'camera' if real else 'NO SIGNAL'} frame {what}"
