@@ -62,7 +62,7 @@ def warm_up(rig: CameraRig, modes: list[tuple[int, int, int]]) -> None:
         return
     for w, h, fps in modes:
         rig.run("v4l2-ctl", "-d", "/dev/video0", f"--set-fmt-video=width={w},height={h},pixelformat=MJPG",
-                f"--set-parm={fps}", "--stream-mmap", f"--stream-count={0 if QUICK else 620}", timeout=120)
+                f"--set-parm={fps}", "--stream-mmap", "--stream-count=620", timeout=120)
 
 
 def anchor(rig: CameraRig, log: Path, tmp: Path, mode: tuple[int, int, int] = (W, H, 30),

@@ -49,6 +49,7 @@ class SourceStatus:
     height: int | None = None
     fps: float | None = None
     device_format: str | None = None  # what the device/decoder negotiated, e.g. "image/jpeg 1920x1080@30"
+    fourcc: str | None = None  # a V4L2 camera's mode chosen: MJPG, YUYV or raw:<format>
     frames: int = 0
     attempts: int = 0
     last_error: str | None = None
@@ -238,9 +239,11 @@ class SourceRunner:
                 "! appsink name=cuecast_sink emit-signals=true max-buffers=1 drop=true sync=true qos=false"
             )
         fmt: str = c.format
-        if self.spec.kind == "v4l2" and fmt == "auto":
-            fmt = choose_v4l2_format(probe_v4l2(self.spec.location), c.width, c.height, c.fps)
-            self.status.device_format = fmt
+        if self.spec.kind == "v4l2":
+            if fmt == "auto":
+                fmt = choose_v4l2_format(probe_v4l2(self.spec.location), c.width, c.height, c.fps)
+                self.status.device_format = fmt
+            self.status.fourcc = fmt
         head = source_fragment(self.spec, c.width, c.height, c.fps, fmt, http_multipart=self._attempt_multipart)
         sync = "true" if self.spec.kind == "file" else "false"  # files play at their native rate
         return (

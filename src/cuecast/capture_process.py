@@ -46,17 +46,6 @@ CAMERA_CHECK_S = 5
 KEEP = "__keep__"  # set_camera: leave the profile as it is
 
 
-def fourcc_of(caps: str | None) -> str | None:
-    """The V4L2 pixel format a mode's caps name (as GET /api/camera's modes list them)."""
-    if not caps:
-        return None
-    if caps.startswith("image/jpeg"):
-        return "MJPG"
-    if "YUY2" in caps:
-        return "YUYV"
-    return caps.split(",")[0]
-
-
 def by_id_of(path: str) -> str | None:
     """The /dev/v4l/by-id name that points at a device node, if any (stable across replugs)."""
     folder = "/dev/v4l/by-id"
@@ -481,11 +470,11 @@ class CaptureService:
                 info, modes, controls = cam.info(), cam.modes(), cam.controls()
         except v4l2.CameraError as e:
             raise ControlError(f"{e.kind}: {e}") from None
-        caps = self.runner.status.device_format if self.runner is not None else None
+        st = self.runner.status if self.runner is not None else None
         src = self.cfg.source
         return {"path": path, **info, "by_id": by_id_of(path),
-                "mode": {"format": caps, "fourcc": fourcc_of(caps), "width": src.width, "height": src.height,
-                         "fps": src.fps},
+                "mode": {"format": st.device_format if st else None, "fourcc": st.fourcc if st else None,
+                         "width": src.width, "height": src.height, "fps": src.fps},
                 "modes": modes, "controls": [c.as_dict() for c in controls],
                 "saved": self.cfg.camera.controls, "profile": self.cfg.camera.profile,
                 "profiles": self.cfg.camera.profiles}

@@ -335,11 +335,13 @@ class _StatusCollector:
         if src.get("kind") == "v4l2":
             yield CounterMetricFamily("cuecast_camera_drops", "Frames the camera's driver dropped (gaps in its "
                                       "buffer sequence: no buffer was free)", src.get("camera_drops", 0))
-            for key, what in (("frame_interval_ms", "Mean time between the driver's frame timestamps"),
-                              ("frame_interval_jitter_ms", "Standard deviation of that time (jitter)")):
+            for key, metric, what in (
+                    ("frame_interval_ms", "cuecast_camera_frame_interval_seconds",
+                     "Mean time between the driver's frame timestamps, recent frames"),
+                    ("frame_interval_jitter_ms", "cuecast_camera_frame_interval_jitter_seconds",
+                     "Standard deviation of the time between the driver's frame timestamps (jitter)")):
                 if src.get(key) is not None:
-                    yield GaugeMetricFamily(f"cuecast_camera_{key[:-3]}_seconds", f"{what}, recent frames",
-                                            src[key] / 1000)
+                    yield GaugeMetricFamily(metric, what, src[key] / 1000)
         camera = st.get("camera") or {}
         if camera.get("controls"):
             ctl = GaugeMetricFamily("cuecast_camera_control", "A camera (V4L2) control's value as last read "
