@@ -53,7 +53,7 @@ from bench.common import (
     window,
     write_report,
 )
-from cuecast.fisheye.demo import demo_calibration_path
+from cuecast.media.demo import demo_calibration_path
 
 W, H = 1920, 1080
 RUNS = int(window(3, 1))

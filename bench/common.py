@@ -26,7 +26,7 @@ import psutil
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cuecast.ports import free_ports  # noqa: F401 - re-exported for the benches
+from cuecast.core.ports import free_ports  # noqa: F401 - re-exported for the benches
 
 RESULTS = Path(os.environ.get("CUECAST_BENCH_RESULTS") or Path(__file__).parent / "results")
 QUICK = os.environ.get("CUECAST_BENCH_QUICK") == "1"

@@ -1,6 +1,6 @@
-"""Fisheye bench: the correction's cost per 1080p frame. The native cuecastremap (what the service runs) and
-the Python fisheyeundistort (gst-launch users, the reference) against a bare cv2.remap of the same frames
-(same run, same maps); and the whole service's CPU with correction on vs off."""
+"""Fisheye bench: the correction's cost per 1080p frame. The native cuecastremap (what the service runs)
+against a bare cv2.remap of the same frames (same run, same maps); and the whole service's CPU with
+correction on vs off."""
 
 from __future__ import annotations
 
@@ -25,46 +25,41 @@ from bench.common import (
     write_report,
 )
 from bench.mjpeg import CLIP, wait_port
-from cuecast import native
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.fisheye.demo import DemoScene, demo_calibration_path, demo_model
-from cuecast.fisheye.element import register
-from cuecast.fisheye.maps import build_maps, remap_table
-from cuecast.gst import GLib, Gst
+from cuecast.core import native
+from cuecast.core.gst import GLib, Gst
+from cuecast.lens.maps import build_maps, remap_table
+from cuecast.media.demo import DemoScene, demo_calibration_path, demo_model
 
 W, H = 1920, 1080
 FRAMES = int(window(300, 20))
 REPEATS = int(window(3, 1))
 
 
-def bare_remap_ms(frame: np.ndarray, fmt: str) -> float:
-    maps = build_maps(demo_model(), W, H, chroma=fmt == "I420")
+def bare_remap_ms(frame: np.ndarray) -> float:
+    """cv2.remap of an I420 frame plane by plane with the service's fixed-point maps."""
+    maps = build_maps(demo_model(), W, H, chroma=True)
+    assert maps.half is not None
     out = np.empty_like(frame)
     t0 = time.perf_counter()
     for _ in range(FRAMES):
-        if fmt == "BGR":
-            cv2.remap(frame, maps.full[0], maps.full[1], cv2.INTER_LINEAR, dst=out)
-        else:
-            cv2.remap(frame[:H], maps.full[0], maps.full[1], cv2.INTER_LINEAR, dst=out[:H])
-            for a, b in ((H, H + H // 4), (H + H // 4, H * 3 // 2)):
-                src = frame[a:b].reshape(H // 2, W // 2)
-                dst = out[a:b].reshape(H // 2, W // 2)
-                assert maps.half is not None
-                cv2.remap(src, maps.half[0], maps.half[1], cv2.INTER_LINEAR, dst=dst, borderValue=128)
+        cv2.remap(frame[:H], maps.full[0], maps.full[1], cv2.INTER_LINEAR, dst=out[:H])
+        for a, b in ((H, H + H // 4), (H + H // 4, H * 3 // 2)):
+            src = frame[a:b].reshape(H // 2, W // 2)
+            dst = out[a:b].reshape(H // 2, W // 2)
+            cv2.remap(src, maps.half[0], maps.half[1], cv2.INTER_LINEAR, dst=dst, borderValue=128)
     return (time.perf_counter() - t0) / FRAMES * 1000
 
 
-def element_ms(frame: np.ndarray, fmt: str, native_element: bool = False) -> float:
-    register()
+def element_ms(frame: np.ndarray) -> float:
+    """The native cuecastremap in a pipeline, wall ms per frame in the steady state."""
     native.load()
-    el = "cuecastremap name=fe" if native_element else f"fisheyeundistort calibration={demo_calibration_path()}"
     p = Gst.parse_launch(
-        f"appsrc name=src format=time block=true max-buffers=4 caps=video/x-raw,format={fmt},width={W},height={H},"
-        f"framerate=30/1 ! {el} ! fakesink sync=false name=sink"
+        f"appsrc name=src format=time block=true max-buffers=4 caps=video/x-raw,format=I420,width={W},height={H},"
+        f"framerate=30/1 ! cuecastremap name=fe ! fakesink sync=false name=sink"
     )
-    if native_element:
-        maps = build_maps(demo_model(), W, H, chroma=True)
-        p.get_by_name("fe").set_property("map", GLib.Bytes.new(remap_table(maps, (W, H))))
+    maps = build_maps(demo_model(), W, H, chroma=True)
+    p.get_by_name("fe").set_property("map", GLib.Bytes.new(remap_table(maps, (W, H))))
     src = p.get_by_name("src")
     done = threading.Event()
     count = [0]
@@ -141,22 +136,14 @@ def service_cpu(calibrated: bool, tmp: Path) -> float:
 def main() -> None:
     make_mjpeg_clip(CLIP)
     scene = DemoScene(W, H)
-    frames = {"I420": scene.background, "BGR": scene.background_bgr}
-    rows = []
-    for fmt, frame in frames.items():
-        bare = sorted(bare_remap_ms(frame, fmt) for _ in range(REPEATS))
-        elem = sorted(element_ms(frame, fmt) for _ in range(REPEATS))
-        b, e = statistics.median(bare), statistics.median(elem)
-        rows.append([f"{fmt}: bare cv2.remap (ms/frame, median of {REPEATS})", f"{b:.2f}", ""])
-        rows.append([f"{fmt}: Python fisheyeundistort element (ms/frame, median of {REPEATS})", f"{e:.2f}", ""])
-        rows.append([f"{fmt}: Python element / bare remap", f"{e / b:.2f}", ""])
-        if fmt == "I420":
-            nat = sorted(element_ms(frame, fmt, native_element=True) for _ in range(REPEATS))
-            n = statistics.median(nat)
-            rows.append([f"I420: native cuecastremap (ms/frame, median of {REPEATS})", f"{n:.2f}", ""])
-            rows.append(["I420: native element / bare remap", f"{n / b:.2f}", "<= 1.10"])
+    frame = scene.background
+    b = statistics.median(bare_remap_ms(frame) for _ in range(REPEATS))
+    n = statistics.median(element_ms(frame) for _ in range(REPEATS))
+    rows = [[f"I420: bare cv2.remap (ms/frame, median of {REPEATS})", f"{b:.2f}", ""],
+            [f"I420: native cuecastremap (ms/frame, median of {REPEATS})", f"{n:.2f}", ""],
+            ["I420: native element / bare remap", f"{n / b:.2f}", "<= 1.10"]]
     vb = sorted(videobalance_ms() for _ in range(REPEATS))
-    lut = sorted(luma_lut_ms(frames["I420"]) for _ in range(REPEATS))
+    lut = sorted(luma_lut_ms(frame) for _ in range(REPEATS))
     rows += [["brightness/contrast as a separate videobalance (CPU ms/frame)", f"{statistics.median(vb):.2f}", ""],
              ["the same folded into the correction pass: luma LUT (CPU ms/frame)", f"{statistics.median(lut):.2f}", ""],
              ["folded / separate", f"{statistics.median(lut) / statistics.median(vb):.2f}", ""]]
@@ -167,8 +154,7 @@ def main() -> None:
              ["service CPU %, same, correction on", f"{on:.1f}", ""],
              ["correction cost (% of a core)", f"{on - off:.1f}", ""]]
     body = (f"1920x1080 demo-lens frames; {FRAMES} frames per run. Wall time per frame (OpenCV and the native "
-            "element use both cores). The Python element adds mapping buffers and Python per frame on top of the "
-            "same remap calls; the native one runs its own bit-exact kernels with no Python.\n\n"
+            "element use both cores); the native element runs its own kernels, bit-exact with cv2.remap.\n\n"
             + table(["measure", "value", "target"], rows))
     write_report("fisheye", "Fisheye correction", body)
 

@@ -35,9 +35,9 @@ from bench.common import (
     write_report,
 )
 from bench.mjpeg import CLIP, wait_port
-from cuecast import native
-from cuecast.fisheye.demo import demo_calibration_path, demo_model
-from cuecast.fisheye.maps import build_maps
+from cuecast.core import native
+from cuecast.lens.maps import build_maps
+from cuecast.media.demo import demo_calibration_path, demo_model
 
 S2_SECONDS = int(window(60, 10))
 IDLE_SECONDS = window(20, 3)

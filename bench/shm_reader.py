@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.camera import FRAMES, send_log
-from cuecast.frame import LEGACY_MAGIC, FrameFormatError, FrameInfo
-from cuecast.gst import Gst
+from cuecast.core.gst import Gst
+from cuecast.protocol.frame import LEGACY_MAGIC, FrameFormatError, FrameInfo
 from cuecast.testcam.lenscode import LensCode, read_code
 
 

@@ -20,7 +20,7 @@ import psutil
 
 from bench.common import RESULTS, free_ports, make_mjpeg_clip, service_env, start_service, stop, table, write_report
 from bench.mjpeg import CLIP, wait_port
-from cuecast.fisheye.demo import demo_calibration_path
+from cuecast.media.demo import demo_calibration_path
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "10"))
 SAMPLE_S = 10

@@ -26,8 +26,8 @@ from bench.common import (
     write_report,
 )
 from cuecast.config import TableConfig
-from cuecast.fisheye.demo import DEMO_TABLE_MM, demo_calibration_path, demo_model, demo_table_corners
-from cuecast.fisheye.maps import output_matrix
+from cuecast.lens.maps import output_matrix
+from cuecast.media.demo import DEMO_TABLE_MM, demo_calibration_path, demo_model, demo_table_corners
 from cuecast.table.model import TableGeometry, TableView
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.backend import Load, finish, reader
 from bench.common import free_ports, percentile, service_env, stop, table, wait_for, wait_port, window, write_report
-from cuecast.fisheye.demo import demo_calibration_path
+from cuecast.media.demo import demo_calibration_path
 
 SECONDS = window(12, 3)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -33,7 +33,7 @@ from bench.common import (
     window,
     write_report,
 )
-from cuecast.fisheye.demo import demo_calibration_path
+from cuecast.media.demo import demo_calibration_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "tests" / "data" / "testcam-uvc.yaml"

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.fisheye.demo import STATIC_BALLS
+from cuecast.media.demo import STATIC_BALLS
 
 COLOUR_TOLERANCE = 60  # summed |B-b| + |G-g| + |R-r|
 MIN_AREA = 40  # pixels

@@ -11,7 +11,6 @@ APT_PACKAGES=(
     gstreamer1.0-plugins-ugly gstreamer1.0-libav
     python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
     gir1.2-gst-plugins-bad-1.0 gir1.2-gst-rtsp-server-1.0
-    gstreamer1.0-python3-plugin-loader
     gstreamer1.0-nice gstreamer1.0-rtsp
     python3-venv ffmpeg v4l-utils psmisc iproute2 systemd
     gcc meson ninja-build pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev

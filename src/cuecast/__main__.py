@@ -2,6 +2,6 @@
 
 import sys
 
-from cuecast.cli import main
+from cuecast.cli.main import main
 
 sys.exit(main())

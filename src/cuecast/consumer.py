@@ -31,8 +31,8 @@ from types import TracebackType
 
 import numpy as np
 
-from cuecast.frame import FrameFormatError, FrameInfo
-from cuecast.gst import Gst
+from cuecast.core.gst import Gst
+from cuecast.protocol.frame import FrameFormatError, FrameInfo
 
 log = logging.getLogger(__name__)
 

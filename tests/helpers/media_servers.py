@@ -14,7 +14,7 @@ import gi
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GstRtspServer  # noqa: E402
 
-from cuecast.gst import GLib, Gst  # noqa: E402
+from cuecast.core.gst import GLib, Gst  # noqa: E402
 
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cuecast.ports import free_ports
+from cuecast.core.ports import free_ports
 
 WORKER_COMMANDS = {"capture": "_capture", "streaming": "_stream"}
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cuecast.fisheye.demo import demo_model
-from cuecast.fisheye.maps import output_matrix
-from cuecast.fisheye.model import FisheyeModel
+from cuecast.lens.maps import output_matrix
+from cuecast.lens.model import FisheyeModel
+from cuecast.media.demo import demo_model
 
 SIZE_MM = (2540.0, 1270.0)
 CUSHION_MM = 50.0

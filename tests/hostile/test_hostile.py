@@ -274,7 +274,7 @@ def test_without_a_token_changes_come_from_loopback_only() -> None:
     the tests cannot send from another host."""
     import asyncio
 
-    from cuecast.web.guard import Guard
+    from cuecast.streaming.web.guard import Guard
 
     calls = []
 

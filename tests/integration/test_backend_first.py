@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.fisheye.demo import demo_calibration_path
+from cuecast.media.demo import demo_calibration_path
 from tests.helpers.mjpeg_client import MjpegReader
 from tests.helpers.service import ServiceProcess, http_env, wait_http
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cuecast.fisheye.calibration import (
+from cuecast.lens.calibration import (
     BASE_FLAGS,
     CalibrationFailed,
     View,
@@ -22,8 +22,8 @@ from cuecast.fisheye.calibration import (
     object_points,
     solve,
 )
-from cuecast.fisheye.maps import output_matrix
-from cuecast.fisheye.model import load_model
+from cuecast.lens.maps import output_matrix
+from cuecast.lens.model import load_model
 from tests.helpers.service import run_cli
 from tests.helpers.synthetic_board import BOARD, SIZE, SQUARE, TRUE_D, TRUE_K, BoardRenderer, poses
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.fisheye.demo import demo_calibration_path
+from cuecast.media.demo import demo_calibration_path
 from tests.helpers.service import ServiceProcess, http_env, wait_http
 
 SECONDS = 20

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.fisheye.demo import demo_calibration_path
+from cuecast.media.demo import demo_calibration_path
 from cuecast.testcam.daemon import NUMBERS
 from cuecast.testcam.lenscode import LensCode, read_code
 from tests.helpers.mjpeg_client import MjpegReader

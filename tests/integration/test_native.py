@@ -1,5 +1,5 @@
 """The native plugin against the Python/OpenCV reference, in real pipelines: cuecastremap gives exactly what
-cv2.remap gives on the same maps (and what the Python fisheyeundistort element gives), with the AVX2 path and
+cv2.remap gives on the same maps, with the AVX2 path and
 with the plain-C path other CPUs use; cuecastpack's BGR is exactly cv2.cvtColor's and its trailer carries the
 frame's metadata; a reader that holds every block of the shared area costs the writer a frame, never a wait."""
 
@@ -16,13 +16,12 @@ import cv2
 import numpy as np
 import pytest
 
-from cuecast import native
-from cuecast.fisheye.demo import DemoScene, demo_calibration_path, demo_model
-from cuecast.fisheye.element import register
-from cuecast.fisheye.maps import build_maps, luma_lut, remap_table
-from cuecast.frame import FrameInfo, Geometry
-from cuecast.gst import GLib, Gst
-from cuecast.pipeline import FLAG_PLACEHOLDER
+from cuecast.core import native
+from cuecast.core.gst import GLib, Gst
+from cuecast.lens.maps import build_maps, luma_lut, remap_table
+from cuecast.media.demo import demo_model
+from cuecast.media.pipeline import FLAG_PLACEHOLDER
+from cuecast.protocol.frame import FrameInfo, Geometry
 
 native.load()
 
@@ -109,23 +108,6 @@ def test_luma_lut_is_applied_in_the_same_pass() -> None:
 
     out = np.frombuffer(run("cuecastremap name=r", frame.tobytes(), w, h, setup)[0], np.uint8)
     assert np.array_equal(out.reshape(frame.shape), reference_remap(frame, maps, w, h, lut))
-
-
-def test_native_equals_the_python_element() -> None:
-    """The Python fisheyeundistort (what gst-launch users get, and the reference) and the native element give
-    identical frames for the same lens."""
-    w, h = 960, 540
-    scene = DemoScene(w, h)
-    frame = scene.background.tobytes()
-    register()
-    python_out = run(f"fisheyeundistort calibration={demo_calibration_path()}", frame, w, h)[0]
-    maps = build_maps(demo_model(), w, h, chroma=True)
-
-    def setup(p: Gst.Pipeline) -> None:
-        p.get_by_name("r").set_property("map", GLib.Bytes.new(remap_table(maps, (w, h))))
-
-    native_out = run("cuecastremap name=r", frame, w, h, setup)[0]
-    assert python_out == native_out
 
 
 def test_plain_c_path_gives_the_same_bytes_as_the_vector_path(tmp_path: Path) -> None:

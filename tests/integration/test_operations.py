@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from cuecast.systemd import render_unit
+from cuecast.supervisor.systemd import render_unit
 from tests.helpers.service import ServiceProcess, http_env, run_cli, wait_http
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cuecast.ports import free_ports
+from cuecast.core.ports import free_ports
 from tests.helpers.media_servers import Nginx, RtspRecordServer
 from tests.helpers.mjpeg_client import MjpegReader
 from tests.helpers.service import ServiceProcess, http_env, wait_http

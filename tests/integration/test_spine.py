@@ -12,8 +12,8 @@ import numpy as np
 import psutil
 import pytest
 
+from cuecast.capture.shm import SHM_DIR
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.outputs.shm import SHM_DIR
 from tests.helpers.media import make_video
 from tests.helpers.mjpeg_server import MjpegCamera
 from tests.helpers.service import ServiceProcess

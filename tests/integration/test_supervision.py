@@ -213,7 +213,7 @@ def _children_left(pids: list[int]) -> list:
 @pytest.mark.parametrize("plain_c", [False, True])
 def test_the_native_kernels_in_use_are_reported(tmp_path: Path, plain_c: bool) -> None:
     """/api/status says which pixel kernels the correction runs (plain C is the Raspberry Pi's path)."""
-    from cuecast.fisheye.demo import demo_calibration_path
+    from cuecast.media.demo import demo_calibration_path
 
     extra = {"CUECAST_NATIVE_PLAIN_C": "1"} if plain_c else {}
     env, ports = http_env(CUECAST_RTSP__ENABLED="false", **extra)

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from examples.find_balls import detect_balls
 
-from cuecast import native
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.fisheye.demo import STATIC_BALLS, ball_mm, demo_model
-from cuecast.fisheye.maps import build_maps, output_matrix, remap_table
-from cuecast.gst import GLib, Gst
+from cuecast.core import native
+from cuecast.core.gst import GLib, Gst
+from cuecast.lens.maps import build_maps, output_matrix, remap_table
+from cuecast.media.demo import STATIC_BALLS, ball_mm, demo_model
 from cuecast.table.detect import detect_table
 from cuecast.table.maps import table_maps
 from cuecast.table.model import TableGeometry, TableView, load_table

@@ -161,7 +161,7 @@ def test_the_service_streams_from_the_test_camera_and_survives_a_replug(cam: Cam
     import httpx
 
     from cuecast.consumer import GStreamerFrameConsumer
-    from cuecast.fisheye.demo import demo_calibration_path
+    from cuecast.media.demo import demo_calibration_path
     from tests.helpers.mjpeg_client import MjpegReader
     from tests.helpers.service import ServiceProcess, http_env, wait_http
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cuecast import degrade
-from cuecast.degrade import Degrader, EntryCounters, Group, Rated
+from cuecast.streaming import degrade
+from cuecast.streaming.degrade import Degrader, EntryCounters, Group, Rated
 
 
 class Clock:

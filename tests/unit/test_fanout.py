@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from cuecast.config import Config, changed_keys, reload_plan
-from cuecast.gst import Gst
-from cuecast.outputs.h264 import MAX_DRIFT_NS, AppsrcFeed
-from cuecast.outputs.mjpeg import FrameHub, HubFull
-from cuecast.pipeline import DemandGate
-from cuecast.web.guard import Guard
+from cuecast.core.gst import Gst
+from cuecast.media.pipeline import DemandGate
+from cuecast.streaming.outputs.h264 import MAX_DRIFT_NS, AppsrcFeed
+from cuecast.streaming.outputs.mjpeg.branch import FrameHub, HubFull
+from cuecast.streaming.web.guard import Guard
 
 # -- FrameHub ------------------------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cuecast.fisheye.demo import demo_calibration_path
-from cuecast.fisheye.model import CalibrationError, FisheyeModel, load_model
+from cuecast.lens.model import CalibrationError, FisheyeModel, load_model
+from cuecast.media.demo import demo_calibration_path
 
 K = np.array([[900.0, 0, 959.5], [0, 900.0, 539.5], [0, 0, 1]])
 D = np.array([0.03, -0.012, 0.004, -0.0008])

@@ -1,6 +1,6 @@
 """The shared-memory trailer round-trips, and foreign buffers are not mistaken for cuecast frames."""
 
-from cuecast.frame import TRAILER_SIZE, FrameInfo, buffer_size
+from cuecast.protocol.frame import TRAILER_SIZE, FrameInfo, buffer_size
 
 
 def test_trailer_round_trip() -> None:

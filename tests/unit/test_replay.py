@@ -9,8 +9,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cuecast.gst import Gst
-from cuecast.outputs.replay import AccessUnit, Clip, ClipStore, ReplayRing, clip_times
+from cuecast.core.gst import Gst
+from cuecast.streaming.outputs.replay.branch import AccessUnit, Clip, ClipStore, ReplayRing, clip_times
 
 CAPS = Gst.Caps.from_string("video/x-h264,stream-format=byte-stream,alignment=au,width=64,height=36")
 FRAME = Gst.SECOND // 30

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cuecast.sources import SourceError, check_source, parse_source, source_fragment
+from cuecast.media.sources import SourceError, check_source, parse_source, source_fragment
 
 
 @pytest.mark.parametrize(
@@ -65,8 +65,8 @@ def test_v4l2_fragments_request_the_chosen_format() -> None:
 
 def test_driver_timing_counts_sequence_gaps_and_interval_jitter() -> None:
     """The driver's buffer sequence skips the frames it dropped; a new stream starts its sequence again."""
-    from cuecast.capture import DriverTiming, SourceStatus
-    from cuecast.gst import Gst
+    from cuecast.core.gst import Gst
+    from cuecast.media.runner import DriverTiming, SourceStatus
 
     st = SourceStatus("v4l2", "/dev/video0")
     timing = DriverTiming(st)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cuecast.frame import FrameInfo
+from cuecast.protocol.frame import FrameInfo
 from cuecast.table.model import PRESETS, TableError, TableGeometry, TableView, load_table, parse_size
 
 CORNERS = ((300.0, 200.0), (1600.0, 230.0), (1560.0, 880.0), (320.0, 850.0))

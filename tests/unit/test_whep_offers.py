@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from cuecast.config import mask_url
-from cuecast.outputs.publish import publish_launch
-from cuecast.outputs.webrtc import WhepError, parse_offer
+from cuecast.streaming.outputs.publish import publish_launch
+from cuecast.streaming.outputs.webrtc.branch import WhepError, parse_offer
 
 HEAD = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
         "a=fingerprint:sha-256 AA:BB\r\n")

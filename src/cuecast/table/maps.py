@@ -7,8 +7,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cuecast.fisheye.maps import Maps
-from cuecast.fisheye.model import FisheyeModel
+from cuecast.lens.maps import Maps
+from cuecast.lens.model import FisheyeModel
 from cuecast.table.model import TableView
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import yaml
 
-from cuecast.frame import Geometry
+from cuecast.protocol.frame import Geometry
 
 # Playing areas (cushion nose to cushion nose), mm.
 PRESETS: dict[str, tuple[float, float]] = {"7ft": (1981.0, 991.0), "8ft": (2235.0, 1118.0), "9ft": (2540.0, 1270.0)}

@@ -33,8 +33,8 @@ class LensCode:
     (bench/shm_reader.py) both use it."""
 
     def __init__(self, width: int = 1920, height: int = 1080) -> None:
-        from cuecast.fisheye.demo import demo_model
-        from cuecast.fisheye.maps import output_matrix
+        from cuecast.lens.maps import output_matrix
+        from cuecast.media.demo import demo_model
 
         m = demo_model().scaled_to(width, height)
         P = output_matrix(m)

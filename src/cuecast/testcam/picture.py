@@ -39,7 +39,7 @@ def read_number(img: np.ndarray) -> int | None:
 
 def base_picture(picture: str, width: int, height: int) -> np.ndarray:
     if picture == "demo":
-        from cuecast.fisheye.demo import DemoScene
+        from cuecast.media.demo import DemoScene
 
         if abs(width / height - 16 / 9) > 0.01:  # the demo lens is 16:9: another mode shows the sensor resized
             w16 = width // 2 * 2

@@ -1,0 +1,311 @@
+"""`cuecast calibrate capture | solve | preview | table`: the calibration toolchain on the command line.
+
+Owns argument handling, progress bars and the printed reports; the work itself is in fisheye/calibration.py
+(the lens) and table/ (the table).
+Exit codes: 0 done, 1 could not finish (too few views, board never found), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cuecast.core.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+
+DUPLICATE_FRACTION = 0.03  # a view whose corners moved less than 3% of the diagonal is a near-duplicate
+
+
+def progress(i: int, n: int, label: str = "", width: int = 30) -> None:
+    """A one-line progress bar on stderr."""
+    done = int(width * i / max(n, 1))
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {label[:50]:<50}")
+    if i >= n:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _fail(msg: str, code: int = EXIT_FAILURE) -> int:
+    print(f"cuecast calibrate: {msg}", file=sys.stderr)
+    return code
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from cuecast.lens.calibration import CalibrationFailed, View, detect, parse_board, solve
+
+    try:
+        board = parse_board(args.board)
+    except ValueError as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    paths = sorted(glob.glob(args.images))
+    if not paths:
+        return _fail(f"no images match {args.images!r}", EXIT_BAD_INPUT)
+    views: list[View] = []
+    unreadable, not_found = [], []
+    for i, path in enumerate(paths, 1):
+        progress(i - 1, len(paths), f"detecting {Path(path).name}")
+        img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            unreadable.append(path)
+            continue
+        corners = detect(img, board)
+        if corners is None:
+            not_found.append(Path(path).name)
+            continue
+        views.append(View(Path(path).name, corners, (img.shape[1], img.shape[0])))
+    progress(len(paths), len(paths), "detection done")
+    for p in unreadable:
+        print(f"  skipped {p}: not an image OpenCV can read")
+    if not_found:
+        print(f"  board not found in {len(not_found)} image(s): {', '.join(not_found[:10])}"
+              + (" ..." if len(not_found) > 10 else ""))
+    if not views:
+        return _fail(
+            f"the {board[0]}x{board[1]} board was not found in any of the {len(paths)} images. Check --board "
+            "(inner corners, columns x rows: a 10x7-square board is 9x6), lighting and focus"
+        )
+    print(f"board found in {len(views)} of {len(paths)} images; solving ...")
+    try:
+        sol = solve(views, board, args.square_mm / 1000.0, balance=args.balance, progress=lambda m: print(f"  {m}"))
+    except CalibrationFailed as e:
+        return _fail(str(e))
+    print("\nper-image RMS (px):")
+    for name, err in sorted(sol.per_view_rms.items()):
+        print(f"  {name:<40} {err:.3f}")
+    for name, reason in sorted(sol.dropped.items()):
+        print(f"  {name:<40} dropped: {reason}")
+    for note in sol.notes:
+        print(f"note: {note}")
+    K, D = sol.model.K, sol.model.D
+    print(f"\noverall RMS {sol.rms:.3f} px from {len(sol.used)} views")
+    print(f"fx {K[0, 0]:.2f}  fy {K[1, 1]:.2f}  cx {K[0, 2]:.2f}  cy {K[1, 2]:.2f}  "
+          f"D {np.array2string(D, precision=5)}")
+    print(f"coverage: the board's corners span {100 * sol.coverage:.0f}% of the image"
+          + ("  (low: add views near the edges and corners)" if sol.coverage < 0.5 else ""))
+    print(f"straightness after correction: worst board row/column {sol.straightness_px:.2f} px from a straight line")
+    out = Path(args.output)
+    sol.model.extra.update({"views_used": len(sol.used), "coverage": round(sol.coverage, 3),
+                            "straightness_px": round(sol.straightness_px, 3)})
+    sol.model.save(out)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _grabber(args: argparse.Namespace) -> Iterator[np.ndarray]:
+    if args.source:
+        cap = cv2.VideoCapture(args.source)
+        if not cap.isOpened():
+            raise RuntimeError(f"cannot open {args.source}")
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield frame
+    from cuecast.consumer import GStreamerFrameConsumer
+
+    with GStreamerFrameConsumer(args.socket) as c:
+        while True:
+            got = c.get_frame(timeout=5)
+            if got is None:
+                raise RuntimeError(f"no frames from {args.socket} (is `cuecast serve` running?)")
+            yield got
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from cuecast.lens.calibration import View, coverage_guidance, detect, parse_board
+
+    try:
+        board = parse_board(args.board)
+    except ValueError as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kept: list[View] = []
+    tried = 0
+    last = 0.0
+    deadline = time.monotonic() + args.timeout
+    try:
+        for frame in _grabber(args):
+            if len(kept) >= args.count or time.monotonic() > deadline:
+                break
+            if time.monotonic() - last < args.interval:
+                continue
+            last = time.monotonic()
+            tried += 1
+            corners = detect(frame, board)
+            if corners is None:
+                continue
+            size = (frame.shape[1], frame.shape[0])
+            diag = float(np.hypot(*size))
+            if any(np.mean(np.linalg.norm((corners - v.corners).reshape(-1, 2), axis=1)) < DUPLICATE_FRACTION * diag
+                   for v in kept):
+                continue  # near-duplicate of a kept view: move the board
+            name = f"view-{len(kept) + 1:03d}.jpg"
+            cv2.imwrite(str(out / name), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            kept.append(View(name, corners, size))
+            progress(len(kept), args.count, f"kept {name}")
+            tips = coverage_guidance(kept, size)
+            if tips:
+                sys.stderr.write(f"\n  still missing: {tips[0]}\n")
+    except RuntimeError as e:
+        return _fail(str(e))
+    if len(kept) < args.count:
+        return _fail(f"kept {len(kept)} of {args.count} views after trying {tried} frames; the board must be "
+                     f"fully visible ({board[0]}x{board[1]} inner corners) and moved between views")
+    print(f"kept {len(kept)} views in {out}")
+    for tip in coverage_guidance(kept, (kept[0].image_size)):
+        print(f"  tip: {tip}")
+    return EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from cuecast.lens.calibration import preview
+    from cuecast.lens.model import CalibrationError, load_model
+
+    try:
+        model = load_model(args.calibration)
+        img = cv2.imread(args.image)
+        if img is None:
+            return _fail(f"{args.image} is not an image OpenCV can read", EXIT_BAD_INPUT)
+        model = model.scaled_to(img.shape[1], img.shape[0])
+    except CalibrationError as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    cv2.imwrite(args.out, preview(model, img, balance=args.balance))
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def _service_frame(url: str, token: str | None) -> np.ndarray:
+    """The running service's corrected camera picture (GET /api/table/frame.jpg)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{url.rstrip('/')}/api/table/frame.jpg",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            data = r.read()
+    except urllib.error.HTTPError as e:
+        raise ValueError(f"{url} answered {e.code}: {e.read().decode(errors='replace').strip()}") from None
+    except OSError as e:
+        raise ValueError(f"no running service at {url} ({e}); start `cuecast serve` or give --image FRAME") from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{url} sent no picture")
+    return img
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from cuecast.config import ConfigError, load_config
+    from cuecast.table.detect import detect_table
+    from cuecast.table.model import TableError, TableGeometry, TableView, parse_size
+    from cuecast.table.preview import draw_corners, render_preview
+
+    try:
+        size = parse_size(args.size)
+        cfg = load_config(args.config).config
+    except (TableError, ConfigError) as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    if args.image:
+        frame = cv2.imread(args.image)
+        if frame is None:
+            return _fail(f"{args.image} is not an image OpenCV can read", EXIT_BAD_INPUT)
+        origin = args.image
+    else:
+        url = args.url or f"http://127.0.0.1:{cfg.http.port}"
+        print(f"taking the corrected camera picture from {url} ...", file=sys.stderr)
+        try:
+            token = args.token or cfg.auth.resolved_token()
+            frame = _service_frame(url, token)
+        except ValueError as e:
+            return _fail(str(e))
+        origin = url
+    h, w = frame.shape[:2]
+    if args.corners:
+        try:
+            values = [float(v) for v in args.corners.split(",")]
+            if len(values) != 8:
+                raise ValueError
+        except ValueError:
+            return _fail("--corners: 8 numbers, x,y of top-left, top-right, bottom-right, bottom-left",
+                         EXIT_BAD_INPUT)
+        corners = tuple(zip(values[::2], values[1::2], strict=True))
+        how = "given by hand"
+    else:
+        print("finding the playing surface (felt colour, then the cushion lines) ...", file=sys.stderr)
+        try:
+            found = detect_table(frame)
+        except TableError as e:
+            return _fail(str(e))
+        corners = found.corners
+        how = f"found: cushion lines fitted to {found.points} edge points, {found.residual_px:.2f} px RMS"
+    try:
+        table = TableGeometry(tuple(corners), size, (w, h))
+    except TableError as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    out = Path(args.output)
+    table.save(out)
+    view = TableView(table, cfg.table.px_per_mm, cfg.table.margin_mm)
+    preview = Path(args.preview) if args.preview else out.with_name(out.stem + "-preview.png")
+    top = draw_corners(frame, table.corners)
+    bottom = render_preview(frame, view)
+    scale = top.shape[1] / bottom.shape[1]
+    bottom = cv2.resize(bottom, (top.shape[1], int(bottom.shape[0] * scale)))
+    cv2.imwrite(str(preview), np.vstack([top, bottom]))
+    names = ("top-left", "top-right", "bottom-right", "bottom-left")
+    print(f"table from {origin} ({w}x{h}), corners {how}:")
+    for name, (x, y) in zip(names, table.corners, strict=True):
+        print(f"  {name:<13} {x:8.2f} {y:8.2f}")
+    vw, vh = view.size
+    print(f"playing area {size[0]:g} x {size[1]:g} mm; table view {vw}x{vh} px at {view.px_per_mm:g} px/mm, "
+          f"margin {view.margin_mm:g} mm")
+    print(f"wrote {out} and {preview} (check the grid: its lines must follow the cushions)")
+    print(f"use it: table.calibration: {out.resolve()} and shm.view: table (or view: table on any output)")
+    return EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    cal = sub.add_parser("calibrate", help="calibration: the lens (capture, solve, preview) and the table")
+    csub = cal.add_subparsers(dest="calibrate_command", required=True)
+
+    cap = csub.add_parser("capture", help="grab checkerboard views from the running service or a source")
+    cap.add_argument("--count", type=int, default=20)
+    cap.add_argument("--out", required=True)
+    cap.add_argument("--board", default="9x6", help="inner corners COLSxROWS (default 9x6)")
+    cap.add_argument("--socket", default="/tmp/camera-backend", help="the service's shared memory (default)")
+    cap.add_argument("--source", help="read directly instead: a file, URL or device OpenCV can open")
+    cap.add_argument("--interval", type=float, default=0.5, help="seconds between tries")
+    cap.add_argument("--timeout", type=float, default=600)
+    cap.set_defaults(func=cmd_capture)
+
+    sol = csub.add_parser("solve", help="compute camera.yaml from checkerboard images")
+    sol.add_argument("--images", required=True, help="a glob, e.g. 'views/*.jpg'")
+    sol.add_argument("--board", default="9x6", help="inner corners COLSxROWS (default 9x6)")
+    sol.add_argument("--square-mm", dest="square_mm", type=float, default=25.0)
+    sol.add_argument("--balance", type=float, default=0.0, help="0: only valid pixels .. 1: whole view")
+    sol.add_argument("--output", default="camera.yaml")
+    sol.set_defaults(func=cmd_solve)
+
+    pre = csub.add_parser("preview", help="before/after image with straight guide lines")
+    pre.add_argument("--calibration", required=True)
+    pre.add_argument("--image", required=True)
+    pre.add_argument("--out", default="report.png")
+    pre.add_argument("--balance", type=float)
+    pre.set_defaults(func=cmd_preview)
+
+    tab = csub.add_parser("table", help="find the playing surface and write table.yaml (for view: table)")
+    tab.add_argument("--size", default="9ft", help="7ft, 8ft, 9ft or WxH in mm (playing area, long side first)")
+    tab.add_argument("--output", default="table.yaml")
+    tab.add_argument("--image", help="a corrected frame (default: take one from the running service)")
+    tab.add_argument("--corners", help="x,y of top-left, top-right, bottom-right, bottom-left (skip detection)")
+    tab.add_argument("--preview", help="the preview image (default: OUTPUT-preview.png)")
+    tab.add_argument("--url", help="the running service's API (default: http://127.0.0.1:http.port)")
+    tab.add_argument("--token", help="bearer token, when the service protects its pictures")
+    tab.add_argument("--config", type=Path, help="config for the port, token and table view settings")
+    tab.set_defaults(func=cmd_table)

@@ -1,0 +1,281 @@
+"""Fisheye calibration from checkerboard views: detection, a robust solve, quality reports, a preview.
+
+Owns what `cuecast calibrate` does, as plain functions (pure OpenCV/numpy, no GStreamer):
+
+- `detect(image, board)`: sub-pixel inner corners, or None.
+- `solve(views, ...)`: cv2.fisheye.calibrate made robust. The plain call aborts on a single
+  ill-conditioned view (CALIB_CHECK_COND / InitExtrinsics assertion); dropping such views loses the image
+  periphery, where a fisheye bends most. So: initialise from the well-conditioned views, then refine with
+  every view that carries information (starting from that guess, without the check), and drop only views
+  that still fail or whose residual is an outlier, by name, with the reason.
+- Reports a person can judge: per-view RMS, coverage of the image, and straightness (how far undistorted
+  board rows are from straight lines), not only the overall RMS.
+- `preview(...)`: before/after side by side with straight guide lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from cuecast.lens.maps import build_maps, output_matrix
+from cuecast.lens.model import FisheyeModel
+
+MIN_VIEWS = 6  # fewer cannot pin down 4 intrinsics + 4 distortion terms reliably
+OUTLIER_FACTOR = 4.0  # a view whose RMS exceeds this many times the median is dropped
+MIN_BOARD_AREA = 0.002  # fraction of the image a board's corners must span to be a usable view
+TERM = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 200, 1e-9)
+BASE_FLAGS = cv2.fisheye.CALIB_RECOMPUTE_EXTRINSIC | cv2.fisheye.CALIB_FIX_SKEW
+
+
+class CalibrationFailed(Exception):
+    """The views cannot give a calibration; the message says what to do."""
+
+
+@dataclass
+class View:
+    name: str
+    corners: np.ndarray  # (N, 1, 2) float64 image points
+    image_size: tuple[int, int]
+
+
+@dataclass
+class Solution:
+    model: FisheyeModel
+    used: list[str]
+    dropped: dict[str, str]  # view name -> reason
+    per_view_rms: dict[str, float]
+    rms: float
+    coverage: float  # fraction of the image inside the hull of all corners
+    straightness_px: float  # worst deviation of undistorted board rows/columns from a straight line
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_board(text: str) -> tuple[int, int]:
+    """'9x6' -> (9, 6): inner corners, columns x rows, as OpenCV counts them."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) < 3 or int(m.group(2)) < 3:
+        raise ValueError(f"--board {text!r}: expected inner corners as COLSxROWS, e.g. 9x6")
+    return int(m.group(1)), int(m.group(2))
+
+
+def object_points(board: tuple[int, int], square: float) -> np.ndarray:
+    cols, rows = board
+    grid = np.zeros((rows * cols, 1, 3), np.float64)
+    grid[:, 0, :2] = np.mgrid[0:cols, 0:rows].T.reshape(-1, 2) * square
+    return grid
+
+
+def detect(image: np.ndarray, board: tuple[int, int]) -> np.ndarray | None:
+    """Inner corners with sub-pixel accuracy, (N, 1, 2) float64, or None when the board is not found."""
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    ok, corners = cv2.findChessboardCornersSB(gray, board, flags=cv2.CALIB_CB_EXHAUSTIVE | cv2.CALIB_CB_ACCURACY)
+    if not ok:
+        flags = cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE
+        ok, corners = cv2.findChessboardCorners(gray, board, flags=flags)
+        if not ok:
+            return None
+    # Refine on the image gradients, with a window no larger than a third of the smallest square.
+    pts = corners.reshape(-1, 2)
+    grid = pts.reshape(board[1], board[0], 2)
+    step = min(np.linalg.norm(np.diff(grid, axis=0), axis=2).min(), np.linalg.norm(np.diff(grid, axis=1), axis=2).min())
+    win = int(max(2, min(7, step / 3)))
+    corners = cv2.cornerSubPix(gray, corners.astype(np.float32), (win, win), (-1, -1), TERM)
+    return corners.reshape(-1, 1, 2).astype(np.float64)
+
+
+def _calibrate(views: Sequence[View], obj: np.ndarray, size: tuple[int, int], flags: int,
+               K: np.ndarray | None = None, D: np.ndarray | None = None):  # noqa: ANN202 - cv2 tuple
+    K0 = np.eye(3) if K is None else K.copy()
+    D0 = np.zeros((4, 1)) if D is None else D.reshape(4, 1).copy()
+    return cv2.fisheye.calibrate([obj] * len(views), [v.corners for v in views], size, K0, D0,
+                                 flags=flags, criteria=TERM)
+
+
+def _bad_index(err: cv2.error) -> int | None:
+    m = re.search(r"input array (\d+)", str(err))
+    return int(m.group(1)) if m else None
+
+
+def _robust(views: list[View], obj: np.ndarray, size: tuple[int, int], flags: int,
+            dropped: dict[str, str], reason: str, K: np.ndarray | None = None,
+            D: np.ndarray | None = None) -> tuple[list[View], tuple]:
+    """Calibrate, removing the view OpenCV names as ill-conditioned until it succeeds."""
+    current = list(views)
+    while len(current) >= MIN_VIEWS:
+        try:
+            return current, _calibrate(current, obj, size, flags, K, D)
+        except cv2.error as e:
+            idx = _bad_index(e)
+            if idx is None:  # e.g. the InitExtrinsics assertion names no view: find it one view at a time
+                idx = _failing_view(current, obj, size, K, D, flags)
+            if idx is None or idx >= len(current):
+                raise CalibrationFailed(f"OpenCV could not calibrate these views: {e.err}") from None
+            dropped[current[idx].name] = reason
+            current.pop(idx)
+    raise CalibrationFailed(
+        f"only {len(current)} usable views left; at least {MIN_VIEWS} are needed. Capture more views, with the "
+        "board filling different parts of the image and tilted in different directions"
+    )
+
+
+def _failing_view(views: Sequence[View], obj: np.ndarray, size: tuple[int, int], K: np.ndarray | None,
+                  D: np.ndarray | None, flags: int) -> int | None:
+    """Index of the view without which the calibration runs: leave-one-out, most suspicious first (the
+    smallest spread of corners: a degenerate or far-away view)."""
+    def spread(v: View) -> float:
+        return float(cv2.contourArea(cv2.convexHull(v.corners.reshape(-1, 2).astype(np.float32))))
+
+    for i in sorted(range(len(views)), key=lambda i: spread(views[i])):
+        rest = [v for j, v in enumerate(views) if j != i]
+        try:
+            _calibrate(rest, obj, size, flags, K, D)
+            return i
+        except cv2.error:
+            continue
+    return None
+
+
+def per_view_errors(views: Sequence[View], obj: np.ndarray, K: np.ndarray, D: np.ndarray,
+                    rvecs: Sequence[np.ndarray], tvecs: Sequence[np.ndarray]) -> list[float]:
+    out = []
+    for v, r, t in zip(views, rvecs, tvecs, strict=True):
+        proj, _ = cv2.fisheye.projectPoints(obj, r, t, K, D)
+        out.append(float(np.sqrt(np.mean(np.sum((proj.reshape(-1, 2) - v.corners.reshape(-1, 2)) ** 2, axis=1)))))
+    return out
+
+
+def coverage(views: Sequence[View], size: tuple[int, int]) -> float:
+    pts = np.concatenate([v.corners.reshape(-1, 2) for v in views]).astype(np.float32)
+    hull = cv2.convexHull(pts)
+    return float(cv2.contourArea(hull) / (size[0] * size[1]))
+
+
+def straightness(views: Sequence[View], board: tuple[int, int], model: FisheyeModel) -> float:
+    """Worst distance (px, in the corrected image) of undistorted board rows/columns from their fitted line."""
+    P = output_matrix(model)
+    worst = 0.0
+    cols, rows = board
+    for v in views:
+        und = cv2.fisheye.undistortPoints(v.corners, model.K, model.D, P=P).reshape(rows, cols, 2)
+        for line in [*und, *und.transpose(1, 0, 2)]:
+            worst = max(worst, line_deviation(line))
+    return worst
+
+
+def line_deviation(points: np.ndarray) -> float:
+    """Largest perpendicular distance of points (N, 2) from their total-least-squares line."""
+    centred = points - points.mean(axis=0)
+    _u, _s, vt = np.linalg.svd(centred, full_matrices=False)
+    normal = vt[1]
+    return float(np.abs(centred @ normal).max())
+
+
+def solve(views: list[View], board: tuple[int, int], square: float, *, balance: float = 0.0,
+          progress: Callable[[str], None] | None = None) -> Solution:
+    if len(views) < MIN_VIEWS:
+        raise CalibrationFailed(f"{len(views)} usable views; at least {MIN_VIEWS} are needed (20 or more is better)")
+    size = views[0].image_size
+    if any(v.image_size != size for v in views):
+        raise CalibrationFailed("the images have different sizes; calibrate with one camera mode at a time")
+    obj = object_points(board, square)
+    say = progress or (lambda _msg: None)
+    notes: list[str] = []
+    # Views whose corners are bunched together (a misdetection, or a board too far away) are dropped before
+    # OpenCV sees them: on such input cv2.fisheye.calibrate can assert in InitExtrinsics, and under some
+    # thread schedules that aborts the whole process instead of raising.
+    early: dict[str, str] = {}
+    min_area = MIN_BOARD_AREA * size[0] * size[1]
+    for v in views:
+        area = float(cv2.contourArea(cv2.convexHull(v.corners.reshape(-1, 2).astype(np.float32))))
+        if area < min_area:
+            early[v.name] = f"board covers {100 * area / (size[0] * size[1]):.2f}% of the image: misdetected or too far"
+    views = [v for v in views if v.name not in early]
+    if len(views) < MIN_VIEWS:
+        raise CalibrationFailed(f"{len(views)} usable views; at least {MIN_VIEWS} are needed (20 or more is better)")
+
+    # 1. Initialise from the well-conditioned views (CHECK_COND), dropping only for the initialisation.
+    init_dropped: dict[str, str] = {}
+    init_views, (_rms0, K0, D0, _r, _t) = _robust(
+        views, obj, size, BASE_FLAGS | cv2.fisheye.CALIB_CHECK_COND, init_dropped, "ill-conditioned"
+    )
+    if init_dropped:
+        notes.append(f"initialised from {len(init_views)} well-conditioned views; refining with all of them")
+    say(f"initial estimate from {len(init_views)} views")
+
+    # 2. Refine with every view from that guess, without the condition check that rejects periphery views.
+    dropped: dict[str, str] = dict(early)
+    used, (rms, K, D, rvecs, tvecs) = _robust(
+        views, obj, size, BASE_FLAGS | cv2.fisheye.CALIB_USE_INTRINSIC_GUESS, dropped,
+        "pose could not be estimated (InitExtrinsics)", K0, D0,
+    )
+    # 3. Residual outliers (a blurred or misdetected view) out, then refine once more.
+    errs = per_view_errors(used, obj, K, D, rvecs, tvecs)
+    median = float(np.median(errs))
+    outliers = [v for v, e in zip(used, errs, strict=True) if e > OUTLIER_FACTOR * max(median, 0.05)]
+    if outliers and len(used) - len(outliers) >= MIN_VIEWS:
+        for v, e in zip(used, errs, strict=True):
+            if v in outliers:
+                dropped[v.name] = f"residual {e:.2f} px is over {OUTLIER_FACTOR:g}x the median {median:.2f} px"
+        used = [v for v in used if v not in outliers]
+        used, (rms, K, D, rvecs, tvecs) = _robust(
+            used, obj, size, BASE_FLAGS | cv2.fisheye.CALIB_USE_INTRINSIC_GUESS, dropped, "ill-conditioned", K, D
+        )
+        errs = per_view_errors(used, obj, K, D, rvecs, tvecs)
+    say(f"refined with {len(used)} views, RMS {rms:.3f} px")
+    model = FisheyeModel(np.asarray(K, np.float64), np.asarray(D, np.float64).ravel(), size, float(rms),
+                         balance=balance)
+    return Solution(
+        model=model, used=[v.name for v in used], dropped=dropped,
+        per_view_rms={v.name: e for v, e in zip(used, errs, strict=True)}, rms=float(rms),
+        coverage=coverage(used, size), straightness_px=straightness(used, board, model), notes=notes,
+    )
+
+
+def coverage_guidance(views: Sequence[View], size: tuple[int, int]) -> list[str]:
+    """What is still missing: image regions (3x3 grid) without corners, and board tilts not seen yet."""
+    w, h = size
+    hits = np.zeros((3, 3), int)
+    tilts = set()
+    for v in views:
+        pts = v.corners.reshape(-1, 2)
+        for x, y in pts:
+            hits[min(2, int(3 * y / h)), min(2, int(3 * x / w))] += 1
+        # Tilt from the board's outline: a side clearly longer than its opposite one.
+        xs, ys = pts[:, 0], pts[:, 1]
+        left = ys[xs < np.percentile(xs, 20)]
+        right = ys[xs > np.percentile(xs, 80)]
+        top = xs[ys < np.percentile(ys, 20)]
+        bottom = xs[ys > np.percentile(ys, 80)]
+        if left.size and right.size:
+            ratio = np.ptp(left) / max(np.ptp(right), 1e-6)
+            tilts.add("left" if ratio > 1.15 else "right" if ratio < 0.87 else "flat-h")
+        if top.size and bottom.size:
+            ratio = np.ptp(top) / max(np.ptp(bottom), 1e-6)
+            tilts.add("up" if ratio > 1.15 else "down" if ratio < 0.87 else "flat-v")
+    names = [["top-left", "top", "top-right"], ["left", "centre", "right"], ["bottom-left", "bottom", "bottom-right"]]
+    tips = [f"no corners yet in the {names[r][c]} of the image" for r in range(3) for c in range(3) if not hits[r, c]]
+    for t in ("left", "right", "up", "down"):
+        if t not in tilts:
+            tips.append(f"no view with the board tilted {t} yet")
+    return tips
+
+
+def preview(model: FisheyeModel, image: np.ndarray, *, balance: float | None = None) -> np.ndarray:
+    """Before | after, side by side, with straight guide lines over both for a person to judge."""
+    h, w = image.shape[:2]
+    maps = build_maps(model, w, h, chroma=False, balance=balance)
+    after = cv2.remap(image, maps.full[0], maps.full[1], cv2.INTER_LINEAR)
+    panels = []
+    for label, img in (("original", image.copy()), ("corrected", after)):
+        for k in range(1, 6):
+            cv2.line(img, (0, k * h // 6), (w, k * h // 6), (0, 255, 255), 1, cv2.LINE_AA)
+            cv2.line(img, (k * w // 6, 0), (k * w // 6, h), (0, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(img, label, (20, 50), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (0, 0, 0), 6, cv2.LINE_AA)
+        cv2.putText(img, label, (20, 50), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 2, cv2.LINE_AA)
+        panels.append(img)
+    return np.hstack(panels)
