@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup setup-test run test bench soak lint clean
+.PHONY: setup setup-test run test check native-test bench soak lint clean
 
 setup:
 	@VENV=$(VENV) ./scripts/setup.sh
@@ -14,10 +14,21 @@ setup-test:
 run: setup
 	$(VENV)/bin/cuecast serve $(ARGS)
 
-test: setup-test
+test: setup-test native-test
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m mypy
 	$(PY) -m pytest $(ARGS)
+
+# The fast tests (under a minute): lint, types, the import layers, the unit tests and the native kernels.
+check: setup-test native-test
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m mypy
+	$(PY) -m pytest -q tests/unit $(ARGS)
+
+# The pixel kernels against their reference: on this CPU, and cross-built for aarch64 under qemu-user.
+native-test:
+	meson test -C build/native --print-errorlogs -q
+	meson test -C build/native-aarch64 --print-errorlogs -q
 
 bench: setup-test
 	$(PY) bench/run_all.py

@@ -1,7 +1,6 @@
 /* Pixel kernels: bilinear remap of one plane and I420 -> BGR, in plain C (see kernels.h). */
 #include "kernels.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define TAB 32                  /* OpenCV's INTER_TAB_SIZE: 5 fractional bits per axis */
@@ -138,34 +137,44 @@ remap_rows_avx2 (const uint8_t * src, int src_stride, int src_w, int src_h,
   }
 }
 
-/* The AVX2 paths run where the CPU has AVX2, unless CUECAST_NATIVE_PLAIN_C is set (tests compare both). */
-static int
-use_avx2 (void)
-{
-  static int avx2 = -1;
-  if (avx2 < 0)
-    avx2 = __builtin_cpu_supports ("avx2") && getenv ("CUECAST_NATIVE_PLAIN_C") == NULL;
-  return avx2;
-}
 #endif
 
-const char *
-cc_kernel_name (void)
+CcKernel
+cc_kernel_resolve (CcKernel want)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (use_avx2 ())
-    return "avx2";
+  if (want != CC_KERNEL_PLAIN_C && __builtin_cpu_supports ("avx2"))
+    return CC_KERNEL_AVX2;
 #endif
-  return "plain-c";
+  (void) want;
+  return CC_KERNEL_PLAIN_C;
+}
+
+const char *
+cc_kernel_name (CcKernel k)
+{
+  return k == CC_KERNEL_AVX2 ? "avx2" : k == CC_KERNEL_PLAIN_C ? "plain-c" : "auto";
+}
+
+int
+cc_kernel_parse (const char *name)
+{
+  if (name == NULL || strcmp (name, "auto") == 0)
+    return CC_KERNEL_AUTO;
+  if (strcmp (name, "plain-c") == 0)
+    return CC_KERNEL_PLAIN_C;
+  if (strcmp (name, "avx2") == 0)
+    return CC_KERNEL_AVX2;
+  return -1;
 }
 
 void
-cc_remap_plane (const uint8_t * src, int src_stride, int src_w, int src_h,
+cc_remap_plane (CcKernel k, const uint8_t * src, int src_stride, int src_w, int src_h,
     uint8_t * dst, int dst_stride, const int16_t * xy, const uint16_t * frac, int map_w,
     int row0, int row1, uint8_t border, const uint8_t * lut)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (use_avx2 ()) {
+  if (cc_kernel_resolve (k) == CC_KERNEL_AVX2) {
     remap_rows_avx2 (src, src_stride, src_w, src_h, dst, dst_stride, xy, frac, map_w, row0, row1,
         border, lut);
     return;
@@ -294,11 +303,13 @@ bgr_row_avx2 (const uint8_t * yr, const uint8_t * ur, const uint8_t * vr, uint8_
 #endif
 
 void
-cc_i420_to_bgr (const uint8_t * y, int y_stride, const uint8_t * u, int u_stride,
+cc_i420_to_bgr (CcKernel k, const uint8_t * y, int y_stride, const uint8_t * u, int u_stride,
     const uint8_t * v, int v_stride, uint8_t * dst, int dst_stride, int width, int row0, int row1)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-  const int avx2 = use_avx2 ();
+  const int avx2 = cc_kernel_resolve (k) == CC_KERNEL_AVX2;
+#else
+  (void) k;
 #endif
   for (int row = row0; row < row1; row++) {
     const uint8_t *yr = y + (size_t) row * y_stride;

@@ -9,20 +9,31 @@
 
 #include <stdint.h>
 
+/* Which implementation a call runs. Chosen per call (each element has a `kernel` property), so one process
+ * can compare them; CC_KERNEL_AVX2 where the CPU lacks it (or on ARM) runs the plain C. */
+typedef enum
+{
+  CC_KERNEL_AUTO = 0,           /* the best this CPU runs */
+  CC_KERNEL_PLAIN_C = 1,        /* portable C the compiler vectorizes (the Raspberry Pi's path) */
+  CC_KERNEL_AVX2 = 2,           /* x86-64 with AVX2 */
+} CcKernel;
+
+/* What `want` runs as on this CPU (never CC_KERNEL_AUTO). */
+CcKernel cc_kernel_resolve (CcKernel want);
+/* "plain-c" or "avx2"; cc_kernel_parse gives -1 for an unknown name ("auto" is CC_KERNEL_AUTO). */
+const char *cc_kernel_name (CcKernel k);
+int cc_kernel_parse (const char *name);
+
 /* Remap rows [row0, row1) of one 8-bit plane. `xy` holds (sx, sy) int16 pairs and `frac` the 5+5 bit
  * fraction index (fy * 32 + fx) per output pixel, `map_w` per row. `lut` (256 entries) or NULL. */
-void cc_remap_plane (const uint8_t * src, int src_stride, int src_w, int src_h,
+void cc_remap_plane (CcKernel k, const uint8_t * src, int src_stride, int src_w, int src_h,
     uint8_t * dst, int dst_stride, const int16_t * xy, const uint16_t * frac, int map_w,
     int row0, int row1, uint8_t border, const uint8_t * lut);
 
 /* Convert rows [row0, row1) (row0 even) of an I420 frame into packed BGR (dst_stride bytes per row). */
-void cc_i420_to_bgr (const uint8_t * y, int y_stride, const uint8_t * u, int u_stride,
+void cc_i420_to_bgr (CcKernel k, const uint8_t * y, int y_stride, const uint8_t * u, int u_stride,
     const uint8_t * v, int v_stride, uint8_t * dst, int dst_stride, int width, int row0, int row1);
 
 /* Copy rows [row0, row1) of a plane `width` bytes wide. */
 void cc_copy_plane (const uint8_t * src, int src_stride, uint8_t * dst, int dst_stride, int width,
     int row0, int row1);
-
-/* Which kernels this process runs: "avx2" (x86-64 with AVX2, unless CUECAST_NATIVE_PLAIN_C is set) or
- * "plain-c" (every other CPU, the Raspberry Pi's included). */
-const char *cc_kernel_name (void);

@@ -3,14 +3,13 @@
  *
  * BGR is OpenCV's COLOR_YUV2BGR_I420 arithmetic, rows split over a few threads. The trailer's first half
  * comes from the buffer (sequence number, capture time and placeholder flag, see pack.h), its second half is the `geometry` property (the view and its millimetre mapping,
- * packed by cuecast/frame.py). When the shared area is full (a consumer holds every block) the frame is
+ * packed by cuecast/protocol/frame.py). When the shared area is full (a consumer holds every block) the frame is
  * dropped here instead of making shmsink wait: a stalled reader never holds up the pipeline. */
 #include "pack.h"
 
 #include <string.h>
 
-#include "kernels.h"
-#include "workers.h"
+#include "element.h"
 
 GST_DEBUG_CATEGORY_STATIC (cuecast_pack_debug);
 #define GST_CAT_DEFAULT cuecast_pack_debug
@@ -22,23 +21,17 @@ struct _GstCuecastPack
   GstVideoInfo in_info, out_info;
   GstAllocator *allocator;      /* downstream's (shmsink's), or NULL for plain memory */
   GstAllocationParams params;
-  CcWorkers *workers;
-  guint n_threads;
+  CcCommon common;              /* threads, kernels, statistics (element.h) */
 
   GMutex lock;                  /* guards geometry */
   guint8 geometry[CC_GEOMETRY_SIZE];
 
-  /* statistics (object lock) */
-  guint64 frames;
-  guint64 dropped;
+  guint64 dropped;              /* object lock */
 };
 
 enum
 {
-  PROP_0,
-  PROP_GEOMETRY,
-  PROP_N_THREADS,
-  PROP_FRAMES,
+  PROP_GEOMETRY = CC_PROP_LAST,
   PROP_DROPPED,
 };
 
@@ -67,6 +60,8 @@ gst_cuecast_pack_set_property (GObject * object, guint prop_id, const GValue * v
     GParamSpec * pspec)
 {
   GstCuecastPack *self = GST_CUECAST_PACK (object);
+  if (cc_common_set_property (GST_OBJECT (self), &self->common, prop_id, value))
+    return;
   switch (prop_id) {
     case PROP_GEOMETRY:{
       GBytes *bytes = g_value_get_boxed (value);
@@ -84,11 +79,6 @@ gst_cuecast_pack_set_property (GObject * object, guint prop_id, const GValue * v
       g_mutex_unlock (&self->lock);
       break;
     }
-    case PROP_N_THREADS:
-      GST_OBJECT_LOCK (self);
-      self->n_threads = g_value_get_uint (value);
-      GST_OBJECT_UNLOCK (self);
-      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -99,21 +89,13 @@ static void
 gst_cuecast_pack_get_property (GObject * object, guint prop_id, GValue * value, GParamSpec * pspec)
 {
   GstCuecastPack *self = GST_CUECAST_PACK (object);
+  if (cc_common_get_property (GST_OBJECT (self), &self->common, prop_id, value))
+    return;
   switch (prop_id) {
     case PROP_GEOMETRY:
       g_mutex_lock (&self->lock);
       g_value_take_boxed (value, g_bytes_new (self->geometry, sizeof self->geometry));
       g_mutex_unlock (&self->lock);
-      break;
-    case PROP_N_THREADS:
-      GST_OBJECT_LOCK (self);
-      g_value_set_uint (value, self->n_threads);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_FRAMES:
-      GST_OBJECT_LOCK (self);
-      g_value_set_uint64 (value, self->frames);
-      GST_OBJECT_UNLOCK (self);
       break;
     case PROP_DROPPED:
       GST_OBJECT_LOCK (self);
@@ -237,6 +219,7 @@ typedef struct
   GstVideoFrame *in;
   guint8 *dst;
   int width, height;
+  CcKernel kernel;
 } BgrJob;
 
 static void
@@ -247,7 +230,7 @@ bgr_part (void *arg, int part, int parts)
   /* row pairs, so each part starts on an even row (chroma rows are shared by two luma rows) */
   const int pairs = j->height / 2;
   const int r0 = 2 * (pairs * part / parts), r1 = part == parts - 1 ? j->height : 2 * (pairs * (part + 1) / parts);
-  cc_i420_to_bgr (GST_VIDEO_FRAME_PLANE_DATA (in, 0), GST_VIDEO_FRAME_PLANE_STRIDE (in, 0),
+  cc_i420_to_bgr (j->kernel, GST_VIDEO_FRAME_PLANE_DATA (in, 0), GST_VIDEO_FRAME_PLANE_STRIDE (in, 0),
       GST_VIDEO_FRAME_PLANE_DATA (in, 1), GST_VIDEO_FRAME_PLANE_STRIDE (in, 1),
       GST_VIDEO_FRAME_PLANE_DATA (in, 2), GST_VIDEO_FRAME_PLANE_STRIDE (in, 2),
       j->dst, j->width * 3, j->width, r0, r1);
@@ -299,15 +282,11 @@ gst_cuecast_pack_transform (GstBaseTransform * bt, GstBuffer * inbuf, GstBuffer 
   }
   const int w = GST_VIDEO_INFO_WIDTH (&self->out_info), h = GST_VIDEO_INFO_HEIGHT (&self->out_info);
   const gsize image = image_bytes (&self->out_info);
+  const gint64 t0 = g_get_monotonic_time ();
   if (GST_VIDEO_INFO_FORMAT (&self->out_info) == GST_VIDEO_FORMAT_BGR) {
-    if (self->workers == NULL) {
-      GST_OBJECT_LOCK (self);
-      guint n = self->n_threads;
-      GST_OBJECT_UNLOCK (self);
-      self->workers = cc_workers_new ((int) n);
-    }
-    BgrJob job = {.in = &in, .dst = out.data, .width = w, .height = h };
-    cc_workers_run (self->workers, bgr_part, &job);
+    BgrJob job = {.in = &in, .dst = out.data, .width = w, .height = h,
+      .kernel = cc_common_kernel (GST_OBJECT (self), &self->common) };
+    cc_common_run (GST_OBJECT (self), &self->common, bgr_part, &job);
   } else {
     guint8 *dst = out.data;
     const int cw = w / 2, ch = h / 2;
@@ -317,13 +296,11 @@ gst_cuecast_pack_transform (GstBaseTransform * bt, GstBuffer * inbuf, GstBuffer 
     for (int p = 1; p <= 2; p++, dst += (gsize) cw * ch)
       cc_copy_plane (GST_VIDEO_FRAME_PLANE_DATA (&in, p), GST_VIDEO_FRAME_PLANE_STRIDE (&in, p), dst,
           cw, cw, 0, ch);
+    cc_common_count (GST_OBJECT (self), &self->common, t0);
   }
   write_trailer (self, inbuf, out.data + image);
   gst_buffer_unmap (outbuf, &out);
   gst_video_frame_unmap (&in);
-  GST_OBJECT_LOCK (self);
-  self->frames++;
-  GST_OBJECT_UNLOCK (self);
   return GST_FLOW_OK;
 }
 
@@ -331,8 +308,7 @@ static gboolean
 gst_cuecast_pack_stop (GstBaseTransform * bt)
 {
   GstCuecastPack *self = GST_CUECAST_PACK (bt);
-  cc_workers_free (self->workers);
-  self->workers = NULL;
+  cc_common_stop (&self->common);
   if (self->allocator)
     gst_object_unref (self->allocator);
   self->allocator = NULL;
@@ -345,7 +321,7 @@ static void
 gst_cuecast_pack_finalize (GObject * object)
 {
   GstCuecastPack *self = GST_CUECAST_PACK (object);
-  cc_workers_free (self->workers);
+  cc_common_stop (&self->common);
   if (self->allocator)
     gst_object_unref (self->allocator);
   g_mutex_clear (&self->lock);
@@ -376,12 +352,7 @@ gst_cuecast_pack_class_init (GstCuecastPackClass * klass)
       g_param_spec_boxed ("geometry", "Geometry",
           "Up to 64 bytes copied into the second half of every frame's trailer (view and mm mapping)",
           G_TYPE_BYTES, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS));
-  g_object_class_install_property (gobject_class, PROP_N_THREADS,
-      g_param_spec_uint ("n-threads", "Threads", "Threads sharing a BGR conversion (0: one per CPU, at most 4)",
-          0, 8, 0, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS));
-  g_object_class_install_property (gobject_class, PROP_FRAMES,
-      g_param_spec_uint64 ("frames", "Frames", "Frames packed", 0, G_MAXUINT64, 0,
-          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+  cc_common_install (gobject_class, "packing");
   g_object_class_install_property (gobject_class, PROP_DROPPED,
       g_param_spec_uint64 ("dropped", "Dropped", "Frames dropped because the shared area was full",
           0, G_MAXUINT64, 0, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));

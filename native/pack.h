@@ -7,7 +7,7 @@ G_BEGIN_DECLS
 G_DECLARE_FINAL_TYPE (GstCuecastPack, gst_cuecast_pack, GST, CUECAST_PACK, GstBaseTransform)
 GST_ELEMENT_REGISTER_DECLARE (cuecastpack);
 
-/* The frame trailer after the packed image (src/cuecast/frame.py is the reference; keep both in step). */
+/* The frame trailer after the packed image (src/cuecast/protocol/frame.py is the reference; keep both in step). */
 #define CC_TRAILER_SIZE 128
 #define CC_TRAILER_MAGIC "CUECASTF"
 #define CC_TRAILER_VERSION 2

@@ -10,8 +10,7 @@
 
 #include <string.h>
 
-#include "kernels.h"
-#include "workers.h"
+#include "element.h"
 
 GST_DEBUG_CATEGORY_STATIC (cuecast_remap_debug);
 #define GST_CAT_DEFAULT cuecast_remap_debug
@@ -29,26 +28,15 @@ struct _GstCuecastRemap
   guint8 lut[256];
   gboolean lut_on;
   gboolean enabled;
-  guint n_threads;
-  CcWorkers *workers;
 
-  /* statistics (read under the object lock) */
-  guint64 frames;
-  guint64 total_us;
-  guint64 last_us;
+  CcCommon common;              /* threads, kernels, statistics (element.h) */
 };
 
 enum
 {
-  PROP_0,
-  PROP_MAP,
+  PROP_MAP = CC_PROP_LAST,
   PROP_LUMA_LUT,
   PROP_ENABLED,
-  PROP_N_THREADS,
-  PROP_FRAMES,
-  PROP_LAST_US,
-  PROP_MEAN_US,
-  PROP_KERNEL,
 };
 
 #define CAPS GST_VIDEO_CAPS_MAKE ("I420")
@@ -129,6 +117,8 @@ gst_cuecast_remap_set_property (GObject * object, guint prop_id, const GValue * 
     GParamSpec * pspec)
 {
   GstCuecastRemap *self = GST_CUECAST_REMAP (object);
+  if (cc_common_set_property (GST_OBJECT (self), &self->common, prop_id, value))
+    return;
   switch (prop_id) {
     case PROP_MAP:
       set_map (self, g_value_get_boxed (value));
@@ -160,11 +150,6 @@ gst_cuecast_remap_set_property (GObject * object, guint prop_id, const GValue * 
         gst_base_transform_reconfigure_src (GST_BASE_TRANSFORM (self));
       break;
     }
-    case PROP_N_THREADS:
-      GST_OBJECT_LOCK (self);
-      self->n_threads = g_value_get_uint (value);
-      GST_OBJECT_UNLOCK (self);
-      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -175,6 +160,8 @@ static void
 gst_cuecast_remap_get_property (GObject * object, guint prop_id, GValue * value, GParamSpec * pspec)
 {
   GstCuecastRemap *self = GST_CUECAST_REMAP (object);
+  if (cc_common_get_property (GST_OBJECT (self), &self->common, prop_id, value))
+    return;
   switch (prop_id) {
     case PROP_MAP:
       g_mutex_lock (&self->lock);
@@ -190,29 +177,6 @@ gst_cuecast_remap_get_property (GObject * object, guint prop_id, GValue * value,
       g_mutex_lock (&self->lock);
       g_value_set_boolean (value, self->enabled);
       g_mutex_unlock (&self->lock);
-      break;
-    case PROP_N_THREADS:
-      GST_OBJECT_LOCK (self);
-      g_value_set_uint (value, self->n_threads);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_FRAMES:
-      GST_OBJECT_LOCK (self);
-      g_value_set_uint64 (value, self->frames);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_LAST_US:
-      GST_OBJECT_LOCK (self);
-      g_value_set_uint64 (value, self->last_us);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_MEAN_US:
-      GST_OBJECT_LOCK (self);
-      g_value_set_double (value, self->frames ? (double) self->total_us / self->frames : 0.0);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_KERNEL:
-      g_value_set_string (value, cc_kernel_name ());
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -296,6 +260,7 @@ typedef struct
   const uint16_t *luma_frac, *chroma_frac;
   const uint8_t *lut;
   int out_w, out_h;
+  CcKernel kernel;
 } Job;
 
 static void
@@ -307,11 +272,11 @@ run_part (void *arg, int part, int parts)
   const int y0 = j->out_h * part / parts, y1 = j->out_h * (part + 1) / parts;
   const int ch = j->out_h / 2, c0 = ch * part / parts, c1 = ch * (part + 1) / parts;
 
-  cc_remap_plane (GST_VIDEO_FRAME_PLANE_DATA (in, 0), GST_VIDEO_FRAME_PLANE_STRIDE (in, 0),
+  cc_remap_plane (j->kernel, GST_VIDEO_FRAME_PLANE_DATA (in, 0), GST_VIDEO_FRAME_PLANE_STRIDE (in, 0),
       in_w, in_h, GST_VIDEO_FRAME_PLANE_DATA (out, 0), GST_VIDEO_FRAME_PLANE_STRIDE (out, 0),
       j->luma_xy, j->luma_frac, j->out_w, y0, y1, LUMA_BORDER, j->lut);
   for (int p = 1; p <= 2; p++)
-    cc_remap_plane (GST_VIDEO_FRAME_PLANE_DATA (in, p), GST_VIDEO_FRAME_PLANE_STRIDE (in, p),
+    cc_remap_plane (j->kernel, GST_VIDEO_FRAME_PLANE_DATA (in, p), GST_VIDEO_FRAME_PLANE_STRIDE (in, p),
         (in_w + 1) / 2, (in_h + 1) / 2, GST_VIDEO_FRAME_PLANE_DATA (out, p),
         GST_VIDEO_FRAME_PLANE_STRIDE (out, p), j->chroma_xy, j->chroma_frac, j->out_w / 2, c0, c1,
         CHROMA_BORDER, NULL);
@@ -355,24 +320,10 @@ gst_cuecast_remap_transform_frame (GstVideoFilter * filter, GstVideoFrame * in, 
     .chroma_frac = (const uint16_t *) (data + CC_MAP_HEADER + luma * 6 + chroma * 4),
     .lut = lut_on ? lut : NULL,
     .out_w = (int) hdr.out_w, .out_h = (int) hdr.out_h,
+    .kernel = cc_common_kernel (GST_OBJECT (self), &self->common),
   };
-
-  const gint64 t0 = g_get_monotonic_time ();
-  if (self->workers == NULL) {
-    GST_OBJECT_LOCK (self);
-    guint n = self->n_threads;
-    GST_OBJECT_UNLOCK (self);
-    self->workers = cc_workers_new ((int) n);
-  }
-  cc_workers_run (self->workers, run_part, &job);
-  const gint64 took = g_get_monotonic_time () - t0;
+  cc_common_run (GST_OBJECT (self), &self->common, run_part, &job);
   g_bytes_unref (map);
-
-  GST_OBJECT_LOCK (self);
-  self->frames++;
-  self->last_us = (guint64) took;
-  self->total_us += (guint64) took;
-  GST_OBJECT_UNLOCK (self);
   return GST_FLOW_OK;
 }
 
@@ -380,8 +331,7 @@ static gboolean
 gst_cuecast_remap_stop (GstBaseTransform * bt)
 {
   GstCuecastRemap *self = GST_CUECAST_REMAP (bt);
-  cc_workers_free (self->workers);
-  self->workers = NULL;
+  cc_common_stop (&self->common);
   return TRUE;
 }
 
@@ -391,7 +341,7 @@ static void
 gst_cuecast_remap_finalize (GObject * object)
 {
   GstCuecastRemap *self = GST_CUECAST_REMAP (object);
-  cc_workers_free (self->workers);
+  cc_common_stop (&self->common);
   if (self->map)
     g_bytes_unref (self->map);
   g_mutex_clear (&self->lock);
@@ -430,21 +380,7 @@ gst_cuecast_remap_class_init (GstCuecastRemapClass * klass)
   g_object_class_install_property (gobject_class, PROP_ENABLED,
       g_param_spec_boolean ("enabled", "Enabled", "Remap frames; false passes them through untouched",
           TRUE, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS));
-  g_object_class_install_property (gobject_class, PROP_N_THREADS,
-      g_param_spec_uint ("n-threads", "Threads", "Threads sharing a frame (0: one per CPU, at most 4)",
-          0, 8, 0, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS));
-  g_object_class_install_property (gobject_class, PROP_FRAMES,
-      g_param_spec_uint64 ("frames", "Frames", "Frames remapped", 0, G_MAXUINT64, 0,
-          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
-  g_object_class_install_property (gobject_class, PROP_LAST_US,
-      g_param_spec_uint64 ("last-us", "Last time", "Wall time of the last frame's remap (us)",
-          0, G_MAXUINT64, 0, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
-  g_object_class_install_property (gobject_class, PROP_MEAN_US,
-      g_param_spec_double ("mean-us", "Mean time", "Mean wall time of a frame's remap (us)",
-          0, G_MAXDOUBLE, 0, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
-  g_object_class_install_property (gobject_class, PROP_KERNEL,
-      g_param_spec_string ("kernel", "Kernel", "The pixel kernels in use: avx2 or plain-c", NULL,
-          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+  cc_common_install (gobject_class, "remap");
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);

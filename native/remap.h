@@ -7,7 +7,7 @@ G_BEGIN_DECLS
 G_DECLARE_FINAL_TYPE (GstCuecastRemap, gst_cuecast_remap, GST, CUECAST_REMAP, GstVideoFilter)
 GST_ELEMENT_REGISTER_DECLARE (cuecastremap);
 
-/* The `map` property's layout (all little-endian, written by cuecast/correction/maps.py): a 64-byte header
+/* The `map` property's layout (all little-endian, written by cuecast/lens/maps.py: remap_table): a 64-byte header
  * then four arrays. The map says, for each output pixel, where to sample the input; it is built in Python
  * (OpenCV's fisheye model, a table homography, anything) and this element only applies it. */
 #define CC_MAP_MAGIC "CCREMAP1"

@@ -74,12 +74,6 @@ cc_workers_new (int parts)
   return w;
 }
 
-int
-cc_workers_parts (const CcWorkers * w)
-{
-  return w ? w->parts : 1;
-}
-
 static void
 start_threads (CcWorkers * w)
 {

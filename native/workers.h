@@ -8,7 +8,6 @@ typedef struct CcWorkers CcWorkers;
 
 /* `parts` in all, including the caller; 0 picks one per online CPU (at most 4). */
 CcWorkers *cc_workers_new (int parts);
-int cc_workers_parts (const CcWorkers * w);
 /* Run job(ctx, k, parts) for every k, in parallel; returns when all are done. */
 void cc_workers_run (CcWorkers * w, CcJob job, void *ctx);
 void cc_workers_free (CcWorkers * w);

@@ -15,8 +15,9 @@ APT_PACKAGES=(
     python3-venv ffmpeg v4l-utils psmisc iproute2 systemd
     gcc meson ninja-build pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
 )
-# Only for `make test` / `make bench` (setup.sh --test): the browser and the media server the tests drive.
-TEST_APT_PACKAGES=(chromium nginx libnginx-mod-rtmp)
+# Only for `make test` / `make bench` (setup.sh --test): the browser and the media server the tests drive, and
+# the aarch64 cross compiler and qemu-user that build and run the Raspberry Pi's kernels' tests.
+TEST_APT_PACKAGES=(chromium nginx libnginx-mod-rtmp gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 [[ "${1:-}" == "--test" ]] && APT_PACKAGES+=("${TEST_APT_PACKAGES[@]}")
 
 missing=()
@@ -57,7 +58,8 @@ fi
 
 # The native plugin (the capture path's elements), rebuilt whenever its sources change.
 native_out="src/cuecast/_native/libgstcuecast.so"
-native_sum=$(cat native/meson.build native/*.c native/*.h native/testcam/*.c | sha256sum | cut -d' ' -f1)
+native_sum=$(cat native/meson.build native/meson_options.txt native/*.c native/*.h native/testcam/*.c \
+    native/tests/*.c native/cross/* | sha256sum | cut -d' ' -f1)
 native_stamp="build/native/.cuecast-sources"
 if [[ ! -f "$native_out" || ! -f "$(dirname "$native_out")/libcuecast-testcam.so" || ! -f "$native_stamp" || "$(cat "$native_stamp")" != "$native_sum" ]]; then
     echo "setup: building the native plugin (native/ -> $native_out)"
@@ -74,4 +76,22 @@ if [[ ! -f "$native_out" || ! -f "$(dirname "$native_out")/libcuecast-testcam.so
     testcam_out="$(dirname "$native_out")/libcuecast-testcam.so"  # the test camera's LD_PRELOAD library
     cp build/native/libcuecast-testcam.so "$testcam_out.tmp" && mv "$testcam_out.tmp" "$testcam_out"
     echo "$native_sum" >"$native_stamp"
+fi
+
+# --test: the plain-C kernels cross-built for the Raspberry Pi's aarch64 (their tests run under qemu-user in
+# `make test`), rebuilt with the native plugin.
+if [[ "${1:-}" == "--test" ]]; then
+    arm_stamp="build/native-aarch64/.cuecast-sources"
+    if [[ ! -f "$arm_stamp" || "$(cat "$arm_stamp")" != "$native_sum" ]]; then
+        echo "setup: cross-building the kernels for aarch64 (native/ -> build/native-aarch64)"
+        if [[ ! -f build/native-aarch64/build.ninja ]]; then
+            rm -rf build/native-aarch64
+            meson setup build/native-aarch64 native --cross-file native/cross/aarch64.ini -Dkernels_only=true \
+                >build/meson-setup-aarch64.log 2>&1 \
+                || { cat build/meson-setup-aarch64.log >&2; echo "setup: aarch64 meson setup failed" >&2; exit 1; }
+        fi
+        ninja -C build/native-aarch64 >build/native-build-aarch64.log 2>&1 \
+            || { cat build/native-build-aarch64.log >&2; echo "setup: aarch64 kernels failed to build" >&2; exit 1; }
+        echo "$native_sum" >"$arm_stamp"
+    fi
 fi

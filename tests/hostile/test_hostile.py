@@ -257,14 +257,14 @@ def test_tokens_guard_changes_and_streams(tmp_path: Path) -> None:
         # RTSP too: the token is the password of user cuecast; without it, 401.
         url = f"rtsp://127.0.0.1:{s.ports['rtsp']}/high"
         probe = ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name", "-of", "csv"]
-        refused = subprocess.run([*probe, url], capture_output=True, text=True, timeout=30)
-        assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
-        ok = subprocess.run([*probe, url.replace("rtsp://", f"rtsp://cuecast:{token}@")], capture_output=True,
+        probed = subprocess.run([*probe, url], capture_output=True, text=True, timeout=30)
+        assert probed.returncode != 0 and "401" in probed.stderr, probed.stderr
+        allowed = subprocess.run([*probe, url.replace("rtsp://", f"rtsp://cuecast:{token}@")], capture_output=True,
                             text=True, timeout=30)
-        assert ok.returncode == 0 and "h264" in ok.stdout, ok.stderr
+        assert allowed.returncode == 0 and "h264" in allowed.stdout, allowed.stderr
         assert token not in s.proc.log()
-        r = run_cli("check-config", env={"CUECAST_AUTH__TOKEN": token})
-        assert token not in r.stdout and "***" in r.stdout
+        checked = run_cli("check-config", env={"CUECAST_AUTH__TOKEN": token})
+        assert token not in checked.stdout and "***" in checked.stdout
     finally:
         s.proc.close()
 

@@ -136,14 +136,14 @@ def test_cli_solve_and_preview_end_to_end(rendered: tuple, tmp_path: Path) -> No
     assert "per-image RMS" in r.stdout and "overall RMS" in r.stdout and "straightness" in r.stdout
     assert "[####" in r.stderr  # progress bar
     model = load_model(out)
-    assert abs(model.K[0, 0] / TRUE_K[0, 0] - 1) <= 0.003 and model.rms <= 0.3
+    assert model.rms is not None and abs(model.K[0, 0] / TRUE_K[0, 0] - 1) <= 0.003 and model.rms <= 0.3
 
     report = tmp_path / "report.png"
     r = run_cli("calibrate", "preview", "--calibration", str(out), "--image", str(img_dir / "view-00.png"),
                 "--out", str(report))
     assert r.returncode == 0, r.stderr
     pic = cv2.imread(str(report))
-    assert pic.shape == (SIZE[1], SIZE[0] * 2, 3)
+    assert pic is not None and pic.shape == (SIZE[1], SIZE[0] * 2, 3)
 
 
 def test_cli_board_never_found_and_bad_board(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_cli_capture_from_a_source_keeps_distinct_views(rendered: tuple, tmp_pat
     """capture reads frames, keeps only those with the board, refuses near-duplicates, guides coverage."""
     _r, _ps, images = rendered
     clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, SIZE)
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10, SIZE)
     blank = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
     for img in images[:6]:
         for frame in (cv2.cvtColor(img, cv2.COLOR_GRAY2BGR),) * 3 + (blank,):  # repeats and board-less frames

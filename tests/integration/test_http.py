@@ -258,6 +258,7 @@ def test_controls_apply_live_and_persist_across_restart(tmp_path: Path) -> None:
         assert r.json()["brightness"] == -0.5 and r.json()["persisted_to"] == str(cfg)
         time.sleep(1.5)
         after = cv2.imdecode(np.frombuffer(httpx.get(f"{w.low}/snapshot.jpg", timeout=10).content, np.uint8), 1)
+        assert after is not None and before is not None
         # The centre (the 16:9 source is letterboxed into the 4:3 low stream, borders stay black).
         b, a = before[200:280, 200:440].mean(), after[200:280, 200:440].mean()
         assert b > 200 and a < b - 60, (b, a)

@@ -162,7 +162,8 @@ def test_file_source_plays_at_native_rate_and_loops(service_factory: Factory, so
         time.sleep(1.5)  # past the end of the clip at least once
         fps = measured_fps(c, seconds=3, expect=10)
         assert 8 <= fps <= 12, fps
-        assert c.get_frame().shape == (240, 320, 3)
+        frame = c.get_frame()
+        assert frame is not None and frame.shape == (240, 320, 3)
 
 
 def test_http_mjpeg_camera_source(service_factory: Factory, sock: Path) -> None:

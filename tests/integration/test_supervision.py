@@ -212,10 +212,11 @@ def _children_left(pids: list[int]) -> list:
 
 @pytest.mark.parametrize("plain_c", [False, True])
 def test_the_native_kernels_in_use_are_reported(tmp_path: Path, plain_c: bool) -> None:
-    """/api/status says which pixel kernels the correction runs (plain C is the Raspberry Pi's path)."""
+    """/api/status says which pixel kernels the correction runs (plain C is the Raspberry Pi's path, chosen
+    with fisheye.kernel)."""
     from cuecast.media.demo import demo_calibration_path
 
-    extra = {"CUECAST_NATIVE_PLAIN_C": "1"} if plain_c else {}
+    extra = {"CUECAST_FISHEYE__KERNEL": "plain-c"} if plain_c else {}
     env, ports = http_env(CUECAST_RTSP__ENABLED="false", **extra)
     svc = ServiceProcess([*SMALL, "--calibration", str(demo_calibration_path()), "--shm-socket",
                           str(tmp_path / "s")], tmp_path / "svc.log", env=env)

@@ -184,9 +184,9 @@ def test_cli_finds_the_demo_table_and_the_api_applies_a_new_one_live(tmp_path: P
 
         # A new table over the API (an 8ft one, nudged): the backend's frames follow at once, the file is kept.
         corners = [[c[0] + 5, c[1] + 3] for c in truth]
-        r = httpx.put(f"{api}/api/table", json={"corners": corners, "size": "8ft"}, timeout=10)
-        assert r.status_code == 200, r.text
-        body = r.json()
+        put = httpx.put(f"{api}/api/table", json={"corners": corners, "size": "8ft"}, timeout=10)
+        assert put.status_code == 200, put.text
+        body = put.json()
         assert body["view_size"] == [1766, 928] and body["persisted_to"] == str(tmp_path / "table.yaml")
         assert "calibration:" in cfg.read_text()  # the config now points at it: a restart keeps it
         with GStreamerFrameConsumer(sock) as c:
@@ -203,7 +203,7 @@ def test_cli_finds_the_demo_table_and_the_api_applies_a_new_one_live(tmp_path: P
             str(v) for c in truth for v in c), "size": "9ft"}, timeout=20)
         assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
         img = cv2.imdecode(np.frombuffer(preview.content, np.uint8), cv2.IMREAD_COLOR)
-        assert img.shape[:2] == (1042, 1994)
+        assert img is not None and img.shape[:2] == (1042, 1994)
     finally:
         svc.close()
 

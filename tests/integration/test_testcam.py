@@ -408,7 +408,7 @@ def test_the_capture_time_is_the_drivers_buffer_timestamp(tmp_path: Path) -> Non
             wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
             sent = np.memmap(log, np.int64, mode="r")
             lens = LensCode(1920, 1080)
-            diffs = []
+            diffs: list[float] = []
             with GStreamerFrameConsumer(sock) as c:
                 deadline = time.monotonic() + 10
                 while len(diffs) < 30 and time.monotonic() < deadline:

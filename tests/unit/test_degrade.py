@@ -27,13 +27,21 @@ class Sim:
         self.fps = {"shm": 30, "h264": 30, "mjpeg medium": 30, "mjpeg low": 15}
         self.overloaded = False
         self.pushed = self.entered = 0
-        outs = {n: Rated(n, f, lambda: True, lambda n=n: self.counts[n], lambda v, n=n: self.fps.__setitem__(n, v))
-                for n, f in self.fps.items()}
+        outs = {n: self._rated(n, f) for n, f in self.fps.items()}
         self.groups = [Group("shm", [outs["shm"]]), Group("h264", [outs["h264"]]),
                        Group("mjpeg", [outs["mjpeg medium"], outs["mjpeg low"]])]
         self.d = Degrader(self.groups, EntryCounters(lambda: self.pushed, lambda: self.entered, lambda: 0),
                           min_fps=5, recover_after=10)
 
+
+    def _rated(self, name: str, fps: int) -> Rated:
+        def count() -> int:
+            return self.counts[name]
+
+        def set_fps(value: int) -> None:
+            self.fps[name] = value
+
+        return Rated(name, fps, lambda: True, count, set_fps)
     def second(self) -> None:
         """One second of streaming: overloaded while the MJPEG rates are above half, every output lags."""
         self.clock.t += 1

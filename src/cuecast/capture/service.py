@@ -158,7 +158,7 @@ class CaptureService:
             spec = parse_source(cfg.source.uri)
             check_source(spec)
             native.load()
-            self.kernel = native.kernel()
+            self.kernel = native.kernel(cfg.fisheye.kernel)
         except (SourceError, native.NativeError) as e:
             raise StartupError(str(e)) from None
         log.info("native pixel kernels: %s", self.kernel)
@@ -185,10 +185,11 @@ class CaptureService:
             view_size = views[cfg.shm.view].size or (w, h)
             sw, sh = (cfg.shm.width, cfg.shm.height) if cfg.shm.width and cfg.shm.height else view_size
             self.shm = ShmOutput(cfg.shm.socket, sw, sh, fps, cfg.shm.buffers, cfg.shm.group, source_size=view_size,
-                                 view=cfg.shm.view, geometry=self._geometry(cfg.shm.view))
+                                 view=cfg.shm.view, geometry=self._geometry(cfg.shm.view), kernel=cfg.fisheye.kernel)
             branches.append(self.shm)
         self.ring = ShmOutput(self.runtime.ring, w, h, fps, RING_BUFFERS, name="ring", fmt="I420", queued=True,
-                              mode=PRIVATE_MODE, wanted=lambda: self.ring_demand, max_fps=cfg.people_fps)
+                              mode=PRIVATE_MODE, wanted=lambda: self.ring_demand, max_fps=cfg.people_fps,
+                              kernel=cfg.fisheye.kernel)
         branches += [self.ring, self.grab]
         try:
             for out in (self.shm, self.ring):
@@ -197,7 +198,8 @@ class CaptureService:
         except ShmError as e:
             raise StartupError(str(e)) from None
         order = sorted(views.values(), key=lambda v: v.name != cfg.shm.view)  # the backend's view renders first
-        self.pipeline = OutputPipeline(w, h, fps, branches, cfg.controls, order, entry_valve=True)
+        self.pipeline = OutputPipeline(w, h, fps, branches, cfg.controls, order, entry_valve=True,
+                                       kernel=cfg.fisheye.kernel)
         self._started = True
         self.started_mono = time.monotonic()
         self._loop_thread = threading.Thread(target=self.loop.run, name="glib", daemon=True)

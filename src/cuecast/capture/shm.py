@@ -125,9 +125,10 @@ class ShmOutput:
         self, socket_path: Path, width: int, height: int, fps: int, buffers: int = 6, group: str | None = None,
         *, name: str = "shm", fmt: str = "BGR", queued: bool = False, mode: int = SOCKET_MODE,
         source_size: tuple[int, int] | None = None, wanted: Callable[[], bool] | None = None,
-        geometry: Geometry | None = None, view: str = "camera", max_fps: int | None = None,
+        geometry: Geometry | None = None, view: str = "camera", max_fps: int | None = None, kernel: str = "auto",
     ) -> None:
         self.name = name
+        self.kernel = kernel
         self.queued = queued
         self.view = view
         self.socket_path = Path(socket_path)
@@ -170,7 +171,7 @@ class ShmOutput:
             scale = f"videoscale ! video/x-raw,width={self.width},height={self.height},pixel-aspect-ratio=1/1 ! "
         size = buffer_size(self.width, self.height, self.fmt)
         return (
-            f"valve name={n}_valve drop=true ! {scale}cuecastpack name={n}_pack "
+            f"valve name={n}_valve drop=true ! {scale}cuecastpack name={n}_pack kernel={self.kernel} "
             f"! video/x-raw,format={self.fmt} ! shmsink name={n}_sink socket-path=\"{self.socket_path}\" "
             f"wait-for-connection=false sync=false async=false shm-size={size * self.buffers} perms={self.mode}"
         )

@@ -25,7 +25,7 @@ ENV_CONFIG = "CUECAST_CONFIG"
 # CUECAST_ variables that are not config keys: the config file, the native plugin's (its folder, plain-C
 # kernels forced), the bench's and the test camera's (cuecast-testcam sets them for the programs it runs).
 ENV_NOT_CONFIG = frozenset({
-    ENV_CONFIG, "CUECAST_NATIVE_DIR", "CUECAST_NATIVE_PLAIN_C", "CUECAST_BENCH_QUICK", "CUECAST_BENCH_RESULTS",
+    ENV_CONFIG, "CUECAST_NATIVE_DIR", "CUECAST_BENCH_QUICK", "CUECAST_BENCH_RESULTS",
     "CUECAST_TESTCAM_SOCKET", "CUECAST_TESTCAM_STATE", "CUECAST_TESTCAM_DEVICES",
 })
 SYSTEM_CONFIG = Path("/etc/cuecast/cuecast.yaml")
@@ -105,6 +105,9 @@ class FisheyeConfig(_Model):
     balance: float | None = Field(None, ge=0.0, le=1.0, description="default: from the calibration file")
     fov_scale: float | None = Field(None, ge=0.1, le=10.0, description="default: from the calibration file")
     enabled: bool = Field(True, description="correct frames; false passes them through", json_schema_extra=LIVE)
+    kernel: Literal["auto", "avx2", "plain-c"] = Field(
+        "auto", description="pixel kernels of the native elements (correction, the backend's BGR): auto is AVX2 "
+        "where the CPU has it; plain-c is the Raspberry Pi's path")
 
 
 class TableConfig(_Model):
@@ -370,7 +373,7 @@ class Config(_Model):
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
-    def _shm_size_pair(self) -> Config:
+    def _consistent(self) -> Config:
         if (self.shm.width is None) != (self.shm.height is None):
             raise ValueError("shm.width and shm.height must be set together (or both left out)")
         if self.auth.token is not None and self.auth.token_file is not None:
@@ -392,12 +395,6 @@ class Config(_Model):
                 raise ValueError(f"{key} and {ports[port]} both use port {port}")
             ports[port] = key
         return self
-
-    @property
-    def shm_size(self) -> tuple[int, int]:
-        if self.shm.width is not None and self.shm.height is not None:
-            return self.shm.width, self.shm.height
-        return self.source.width, self.source.height
 
     def views(self) -> dict[str, str]:
         """Each output's view: {"shm": "camera", "mjpeg_medium": "table", "h264": ...} (enabled outputs only)."""

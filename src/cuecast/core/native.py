@@ -51,10 +51,12 @@ def load() -> Path:
     return path
 
 
-def kernel() -> str:
-    """Which pixel kernels the native elements run in this process: "avx2" or "plain-c"."""
+def kernel(wanted: str = "auto") -> str:
+    """Which pixel kernels the native elements run when `wanted` ("auto", "avx2", "plain-c") is asked for on
+    this CPU: "avx2" or "plain-c"."""
     from cuecast.core.gst import Gst
 
     load()
     element = Gst.ElementFactory.make("cuecastremap", None)
+    element.set_property("kernel", wanted)
     return str(element.get_property("kernel"))

@@ -186,7 +186,7 @@ class OutputPipeline:
 
     def __init__(
         self, width: int, height: int, fps: int, branches: list[Branch], controls: ControlsConfig,
-        views: list[View] | None = None, *, entry_valve: bool = False, remap_threads: int = 0,
+        views: list[View] | None = None, *, entry_valve: bool = False, remap_threads: int = 0, kernel: str = "auto",
     ) -> None:
         self.width, self.height, self.fps = width, height, fps
         self.branches = branches
@@ -194,6 +194,7 @@ class OutputPipeline:
         self.views = views or [View("camera")]
         self.entry_valve = entry_valve
         self.remap_threads = remap_threads
+        self.kernel = kernel
         self._remaps: dict[str, Gst.Element] = {}
         self._balances: dict[str, Gst.Element] = {}
         self._view_valves: dict[str, Gst.Element] = {}
@@ -235,7 +236,7 @@ class OutputPipeline:
             remap, balance, tee = _names(v.name)
             chain = f"cuecast_views. ! valve name=view_{v.name} drop=false "
             if v.maps is not None:
-                chain += f"! cuecastremap name={remap} n-threads={self.remap_threads} "
+                chain += f"! cuecastremap name={remap} n-threads={self.remap_threads} kernel={self.kernel} "
             parts.append(chain + f"! videobalance name={balance} ! tee name={tee} allow-not-linked=true")
         for b in self.branches:
             queue = f"{LEAKY_QUEUE} name={queue_name(b)} ! " if b.queued else ""
