@@ -25,7 +25,7 @@ import psutil
 
 from cuecast import __version__
 from cuecast.capture.shm import PRIVATE_MODE, ShmError, ShmOutput
-from cuecast.config import Config, ConfigError, ControlsConfig, load_config, reload_plan
+from cuecast.config import Config, ControlsConfig, reload_plan, reread
 from cuecast.core import native
 from cuecast.core.errors import EXIT_BAD_INPUT, EXIT_OK, StartupError
 from cuecast.core.gst import GLib, Gst
@@ -39,6 +39,19 @@ from cuecast.media.placeholder import NoSignalFeeder
 from cuecast.media.sources import SourceError, SourceSpec, check_source, parse_source
 from cuecast.protocol.control import ControlError, ControlServer
 from cuecast.protocol.frame import FrameInfo, Geometry
+from cuecast.protocol.messages import (
+    CameraRequest,
+    CameraSetRequest,
+    CaptureStatus,
+    ControlsRequest,
+    DemandRequest,
+    FisheyeRequest,
+    PipelineStatus,
+    Request,
+    SnapshotRequest,
+    StatusRequest,
+    TableRequest,
+)
 from cuecast.protocol.worker import Heartbeat, Runtime, set_priority, start_worker
 from cuecast.table import TableError, TableGeometry, TableView, view_of
 from cuecast.table.detect import drift
@@ -380,29 +393,25 @@ class CaptureService:
 
     # -- control ----------------------------------------------------------------------------------------
 
-    def handle(self, op: str, args: dict[str, Any]) -> Any:
-        """A request from the streaming process (control.py)."""
-        if op == "status":
+    def handle(self, req: Request) -> Any:
+        """A request from the streaming process (protocol.messages)."""
+        if isinstance(req, StatusRequest):
             return self.status()
-        if op == "demand":
-            self.set_ring_demand(bool(args.get("on")))
+        if isinstance(req, DemandRequest):
+            self.set_ring_demand(req.on)
             return {"ring": self.ring_demand}
-        if op == "controls":
-            try:
-                controls = ControlsConfig(**args)
-            except ValueError as e:
-                raise ControlError(f"invalid controls: {e}") from None
-            self.set_controls(controls)
-            return controls.model_dump()
-        if op == "table":
+        if isinstance(req, ControlsRequest):
+            self.set_controls(req.controls)
+            return req.controls
+        if isinstance(req, TableRequest):
             from cuecast.table.model import table_from_dict
 
             try:
-                self.set_table(table_from_dict(args, "table"))
+                self.set_table(table_from_dict(req.table, "table"))
             except TableError as e:
                 raise ControlError(str(e)) from None
             return self.table_status()
-        if op == "snapshot":
+        if isinstance(req, SnapshotRequest):
             import cv2
 
             frame = self.grab_bgr()
@@ -413,17 +422,16 @@ class CaptureService:
             cv2.imwrite(str(tmp), frame)
             tmp.replace(path)
             return {"path": str(path), "width": int(frame.shape[1]), "height": int(frame.shape[0])}
-        if op == "camera":
+        if isinstance(req, CameraRequest):
             return self.camera_status()
-        if op == "camera_set":
-            return self.set_camera(args.get("controls") or {}, args.get("profile", KEEP))
-        if op == "fisheye":
-            enabled = bool(args.get("enabled"))
-            if self.pipeline is None or not self.pipeline.set_fisheye_enabled(enabled):
+        if isinstance(req, CameraSetRequest):
+            return self.set_camera(dict(req.controls), req.profile if req.profile_set else KEEP)
+        if isinstance(req, FisheyeRequest):
+            if self.pipeline is None or not self.pipeline.set_fisheye_enabled(req.enabled):
                 raise ControlError("no fisheye correction in this pipeline (no calibration)")
-            self.cfg.fisheye.enabled = enabled
-            return {"enabled": enabled}
-        raise ControlError(f"unknown request {op!r}")
+            self.cfg.fisheye.enabled = req.enabled
+            return {"enabled": req.enabled}
+        raise ControlError(f"unknown request {req.op!r}")
 
     # -- the camera's own controls (V4L2) ---------------------------------------------------------------
 
@@ -549,7 +557,7 @@ class CaptureService:
         lost = self.feeder is not None and self.feeder.signal_lost_mono is not None
         return not lost and last is not None and time.monotonic() - last < HEALTHY_FRAME_AGE_S
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CaptureStatus:
         source: dict[str, Any] | None = None
         if self.runner is not None:
             source = vars(self.runner.status).copy()
@@ -561,17 +569,17 @@ class CaptureService:
             source["signal_lost_s"] = round(time.monotonic() - lost, 1) if lost is not None else None
             source["placeholder_frames"] = self.feeder.frames if self.feeder else 0
         p = self.pipeline
-        return {
-            "instance": self.instance,
-            "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - self.started_mono, 1),
-            "cpu_percent": round(self._proc.cpu_percent(None), 1),
-            "priority": self.priority,
-            "healthy": self.healthy(),
-            "source": source,
-            "pipeline": {"frames_in": p.frames_in if p else 0, "restarts": p.restarts if p else 0,
-                         "last_error": p.last_error if p else None},
-            "fisheye": {
+        return CaptureStatus(
+            instance=self.instance,
+            pid=os.getpid(),
+            uptime_s=round(time.monotonic() - self.started_mono, 1),
+            cpu_percent=round(self._proc.cpu_percent(None), 1),
+            priority=self.priority,
+            healthy=self.healthy(),
+            source=source,
+            pipeline=PipelineStatus(frames_in=p.frames_in if p else 0, restarts=p.restarts if p else 0,
+                                    last_error=p.last_error if p else None),
+            fisheye={
                 "active": self.fisheye is not None,
                 "enabled": bool(self.fisheye and self.fisheye.enabled),
                 "calibration": self.fisheye.source if self.fisheye else None,
@@ -579,12 +587,12 @@ class CaptureService:
                 "correction_ms": round(p.correction_ms, 2) if p and p.correction_ms is not None else None,
                 "kernel": self.kernel,
             },
-            "shm": {"enabled": True, **self.shm.stats()} if self.shm else {"enabled": False},
-            "ring": {"demand": self.ring_demand, **self.ring.stats()} if self.ring else None,
-            "controls": self.cfg.controls.model_dump(),
-            "camera": {"controls": dict(self.camera_values)} if self.spec and self.spec.kind == "v4l2" else None,
-            "table": self.table_status(),
-        }
+            shm={"enabled": True, **self.shm.stats()} if self.shm else {"enabled": False},
+            ring={"demand": self.ring_demand, **self.ring.stats()} if self.ring else None,
+            controls=self.cfg.controls,
+            camera={"controls": dict(self.camera_values)} if self.spec and self.spec.kind == "v4l2" else None,
+            table=self.table_status(),
+        )
 
     def table_status(self) -> dict[str, Any]:
         t = self.table
@@ -598,10 +606,8 @@ class CaptureService:
 
 def reload(service: CaptureService) -> None:
     """SIGHUP: re-read the config (the supervisor already checked it) and apply this process's live keys."""
-    try:
-        new = load_config(service.config_path, overrides=service.overrides).config
-    except ConfigError as e:
-        log.error("SIGHUP: config not reloaded, it is invalid (the running config stays):\n%s", e)
+    new = reread(service.config_path, service.overrides)
+    if new is None:
         return
     applied = service.apply_config(new)
     if applied:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cuecast.config import Config
+from cuecast.config import QUALITIES, Config
 
 # Element -> Debian package that provides it.
 ELEMENTS = {
@@ -155,7 +155,7 @@ def check_ports(cfg: Config, running: dict | None = None) -> Iterator[Finding]:
     wanted = []
     if cfg.http.enabled:
         wanted.append(("http.port", cfg.http.bind, cfg.http.port))
-    for q in ("medium", "low", "high"):
+    for q in QUALITIES:
         qc = getattr(cfg.mjpeg, q)
         if qc.enabled and qc.port:
             wanted.append((f"mjpeg.{q}.port", cfg.http.bind, qc.port))

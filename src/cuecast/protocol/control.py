@@ -1,10 +1,8 @@
 """The control channel between the two processes: the capture process serves it, the streaming process uses it.
 
-Owns a small request/answer protocol over a private Unix socket (mode 0600, in the service's runtime
-directory): one JSON object per line each way. Requests: `status` (the capture half's state), `demand`
-(whether the streaming process wants frames on the internal ring; it wants none while nobody watches, so
-the correction then runs only for the backend), `controls` and `fisheye` (picture controls and correction
-on/off, applied in the capture path). No GStreamer here.
+Owns the transport: a private Unix socket (mode 0600, in the service's runtime directory), one JSON line each
+way per request. What the lines say (the typed requests and the capture status) is messages.py. No GStreamer
+here.
 
 Threads: the server answers each connection on its own thread; `CaptureLink` keeps one connection, used by
 its own thread (status every half second, demand changes at once) and by callers (controls), under a lock.
@@ -23,13 +21,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from cuecast.protocol.messages import (
+    CaptureStatus,
+    DemandRequest,
+    ProtocolError,
+    Request,
+    StatusRequest,
+    decode_request,
+)
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20
 STATUS_INTERVAL_S = 0.5
 REQUEST_TIMEOUT_S = 2.0
 
-Handler = Callable[[str, dict[str, Any]], Any]
+Handler = Callable[[Request], Any]
 
 
 class ControlError(Exception):
@@ -37,7 +46,8 @@ class ControlError(Exception):
 
 
 class ControlServer:
-    """Serves requests on a Unix socket; `handler(op, args)` returns the result or raises ControlError."""
+    """Serves requests on a Unix socket; `handler(request)` returns the result (a model or plain JSON data) or
+    raises ControlError."""
 
     def __init__(self, path: Path, handler: Handler) -> None:
         self.path = path
@@ -55,10 +65,11 @@ class ControlServer:
                     if not line:
                         return
                     try:
-                        req = json.loads(line)
-                        result = handler(str(req.get("op")), req.get("args") or {})
+                        result = handler(decode_request(line))
+                        if isinstance(result, BaseModel):
+                            result = result.model_dump(mode="json")
                         reply = {"ok": True, "result": result}
-                    except ControlError as e:
+                    except (ControlError, ProtocolError) as e:
                         reply = {"ok": False, "error": str(e)}
                     except Exception as e:  # noqa: BLE001 - a bug answers with its text, the server lives on
                         log.exception("control request failed")
@@ -90,7 +101,7 @@ class ControlServer:
 class CaptureLink:
     """The streaming process's end: the capture half's status (cached), demand and controls."""
 
-    def __init__(self, path: Path, on_new_instance: Callable[[dict[str, Any], bool], None] | None = None) -> None:
+    def __init__(self, path: Path, on_new_instance: Callable[[CaptureStatus, bool], None] | None = None) -> None:
         self.path = path
         self.on_new_instance = on_new_instance  # (status, first) when a capture process is met
         self._sock: socket.socket | None = None
@@ -102,7 +113,7 @@ class CaptureLink:
         self._demand = False
         self._sent_demand: bool | None = None
         self._instance: str | None = None
-        self.status: dict[str, Any] | None = None  # the newest capture status, None while unreachable
+        self.status: CaptureStatus | None = None  # the newest capture status, None while unreachable
         self.status_mono = 0.0
         self.instances_seen = 0
 
@@ -127,18 +138,23 @@ class CaptureLink:
             self._demand = on
             self._wake.set()
 
-    def request(self, op: str, timeout: float = REQUEST_TIMEOUT_S, **args: Any) -> Any:
-        """One request; ControlError if the capture process is unreachable or refuses."""
+    def request(self, req: Request, timeout: float = REQUEST_TIMEOUT_S) -> Any:
+        """One request; its result as JSON data. ControlError if the capture process is unreachable or
+        refuses."""
         with self._lock:
             try:
                 if self._sock is None:
                     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     sock.settimeout(timeout)
-                    sock.connect(str(self.path))
+                    try:
+                        sock.connect(str(self.path))
+                    except OSError:
+                        sock.close()  # not left for the garbage collector while the capture process is away
+                        raise
                     self._sock, self._file = sock, sock.makefile("rb")
                 assert self._sock is not None
                 self._sock.settimeout(timeout)
-                self._sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+                self._sock.sendall(req.encode() + b"\n")
                 line = self._file.readline(MAX_LINE)
                 if not line:
                     raise OSError("connection closed")
@@ -165,21 +181,23 @@ class CaptureLink:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                status = self.request("status")
-                instance = str(status.get("instance"))
+                try:
+                    status = CaptureStatus.model_validate(self.request(StatusRequest()))
+                except ValidationError as e:
+                    raise ControlError(f"the capture process sent a status this process cannot read: {e}") from None
+                instance = status.instance
                 if instance != self._instance:
                     first = self._instance is None
                     self._instance = instance
                     self._sent_demand = None  # a new capture process knows nothing of our demand
                     self.instances_seen += 1
                     if not first:
-                        log.info("capture process %s is up (pid %s); the ring reconnects", instance,
-                                 status.get("pid"))
+                        log.info("capture process %s is up (pid %s); the ring reconnects", instance, status.pid)
                     if self.on_new_instance is not None:
                         self.on_new_instance(status, first)
                 if self._sent_demand != self._demand:
                     want = self._demand
-                    self.request("demand", on=want)
+                    self.request(DemandRequest(on=want))
                     self._sent_demand = want
                 self.status, self.status_mono = status, time.monotonic()
             except ControlError as e:

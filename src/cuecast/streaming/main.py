@@ -24,16 +24,17 @@ import psutil
 import uvicorn
 from starlette.types import ASGIApp
 
-from cuecast.config import Config, ConfigError, load_config
+from cuecast.config import Config, reread
 from cuecast.core.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, StartupError
 from cuecast.core.log import setup_logging
 from cuecast.core.ports import PortError, bind_tcp
 from cuecast.protocol.worker import Heartbeat, Runtime, listen_fds
 from cuecast.streaming.outputs.mjpeg import http as mjpeg_http
 from cuecast.streaming.service import Service
-from cuecast.streaming.web.app import create_app, with_limits
+from cuecast.streaming.web.app import create_app
 from cuecast.streaming.web.deadline import DeadlineHttpProtocol
 from cuecast.streaming.web.guard import Guard
+from cuecast.streaming.web.limits import with_limits
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,8 @@ async def _heartbeat(heartbeat: Heartbeat, tasks: list[asyncio.Task[None]], serv
 
 def reload_config(service: Service) -> None:
     """SIGHUP: re-read the config file and apply what this process can change live."""
-    try:
-        new = load_config(service.config_path, overrides=service.overrides).config
-    except ConfigError as e:
-        log.error("SIGHUP: config not reloaded, it is invalid (the running config stays):\n%s", e)
+    new = reread(service.config_path, service.overrides)
+    if new is None:
         return
     live, _restart = service.apply_config(new)
     if live:
@@ -136,7 +135,7 @@ def _listeners(cfg: Config, service: Service, token: str | None) -> list[tuple[s
 
     out: list[tuple[str, socket.socket, ASGIApp]] = []
     if cfg.http.enabled:
-        app = guarded(with_limits(create_app(service), service), stream_server=False)
+        app = guarded(with_limits(create_app(service), service.cfg.http.max_body_bytes), stream_server=False)
         out.append(("API", sock_for("http.port", cfg.http.port), app))
     for q, hub in service.hubs.items():
         port = getattr(cfg.mjpeg, q).port

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from cuecast import __version__
-from cuecast.config import Config, ControlsConfig, ReconnectConfig, reload_plan
+from cuecast.config import QUALITIES, Config, ControlsConfig, ReconnectConfig, reload_plan
 from cuecast.core import native
 from cuecast.core.errors import StartupError
 from cuecast.core.gst import GLib, Gst
@@ -29,6 +29,7 @@ from cuecast.media.runner import SourceRunner
 from cuecast.media.sources import SourceError, SourceSpec, parse_source
 from cuecast.protocol.control import CaptureLink, ControlError
 from cuecast.protocol.frame import FrameInfo
+from cuecast.protocol.messages import CaptureStatus, ControlsRequest, PipelineStatus, TableRequest
 from cuecast.protocol.worker import Runtime
 from cuecast.streaming.degrade import Degrader, EntryCounters, Group, Rated, thread_run_delay_s
 from cuecast.streaming.encoders import EncoderError, EncoderKind, choose
@@ -40,11 +41,10 @@ from cuecast.streaming.outputs.rtsp import RtspError, RtspServer
 from cuecast.streaming.outputs.webrtc.branch import WebRtcOutput
 from cuecast.table import TableError, TableGeometry, TableView, view_of
 from cuecast.table.maps import table_maps
-from cuecast.table.model import even_floor
+from cuecast.table.model import even_floor, table_dict
 
 log = logging.getLogger(__name__)
 
-QUALITIES = ("low", "medium", "high")
 # /healthz fails when no frame came through the ring for this long.
 HEALTHY_FRAME_AGE_S = 2.0
 # Niceness added per step down degrade.priority for the outputs' threads (0, 5, 10).
@@ -369,19 +369,16 @@ class Service:
 
     # -- controls and reload ----------------------------------------------------------------------------
 
-    def _on_capture_instance(self, status: dict[str, Any], first: bool) -> None:
+    def _on_capture_instance(self, status: CaptureStatus, first: bool) -> None:
         """A capture process met for the first time: take its controls when this process just started; give
         it ours when it is the one that restarted (changes made over the API are not lost)."""
         if first:
-            try:
-                self.cfg.controls = ControlsConfig(**status.get("controls", {}))
-            except ValueError:
-                pass
+            self.cfg.controls = status.controls
             return
         try:
-            self.link.request("controls", **self.cfg.controls.model_dump())
+            self.link.request(ControlsRequest(controls=self.cfg.controls))
             if self.table is not None and self.table_set_live:
-                self.link.request("table", **table_dict(self.table))
+                self.link.request(TableRequest(table=table_dict(self.table)))
         except ControlError as e:
             log.warning("could not hand the picture controls to the new capture process: %s", e)
 
@@ -392,7 +389,7 @@ class Service:
         if self.pipeline is not None and tv is not None and self.pipeline.view("table") is not None:
             self.pipeline.set_view_maps("table", table_maps(tv, (self.cfg.source.width, self.cfg.source.height)))
         try:
-            self.link.request("table", **table_dict(self.table))
+            self.link.request(TableRequest(table=table_dict(self.table)))
         except ControlError as e:
             log.warning("table kept here, the capture process takes it when it answers: %s", e)
 
@@ -400,7 +397,7 @@ class Service:
         """Apply picture controls (in the capture process, where the correction runs)."""
         self.cfg.controls = controls
         try:
-            self.link.request("controls", **controls.model_dump())
+            self.link.request(ControlsRequest(controls=controls))
         except ControlError as e:
             log.warning("controls kept here, the capture process takes them when it answers: %s", e)
 
@@ -426,7 +423,7 @@ class Service:
 
     # -- status -----------------------------------------------------------------------------------------
 
-    def capture_status(self) -> dict[str, Any] | None:
+    def capture_status(self) -> CaptureStatus | None:
         """The capture process's newest status, None while it does not answer."""
         return self.link.status if self.link.connected else None
 
@@ -435,14 +432,14 @@ class Service:
         a consumer, on through the ring."""
         cap = self.capture_status()
         last = self._last_ring()
-        return bool(cap and cap.get("healthy") and last and time.monotonic() - last < HEALTHY_FRAME_AGE_S)
+        return bool(cap and cap.healthy and last and time.monotonic() - last < HEALTHY_FRAME_AGE_S)
 
-    def _processes(self, cap: dict[str, Any] | None) -> dict[str, Any]:
+    def _processes(self, cap: CaptureStatus | None) -> dict[str, Any]:
         sup = self.runtime.read_supervisor() or {}
         restarts = sup.get("restarts", {})
         return {
-            "capture": {"pid": cap["pid"], "state": "running", "uptime_s": cap["uptime_s"],
-                        "cpu_percent": cap["cpu_percent"], "priority": cap["priority"],
+            "capture": {"pid": cap.pid, "state": "running", "uptime_s": cap.uptime_s,
+                        "cpu_percent": cap.cpu_percent, "priority": cap.priority,
                         "restarts": restarts.get("capture", 0)} if cap else
                        {"pid": sup.get("pids", {}).get("capture"), "state": "not answering",
                         "restarts": restarts.get("capture", 0)},
@@ -452,11 +449,11 @@ class Service:
                           "restarts": restarts.get("streaming", 0)},
         }
 
-    def outputs(self, cap: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    def outputs(self, cap: CaptureStatus | None) -> dict[str, dict[str, Any]]:
         """Every output with the same fields (enabled, clients, fps, frames_sent, frames_dropped, bytes_sent),
         then its own."""
         out: dict[str, dict[str, Any]] = {}
-        shm = (cap or {}).get("shm") or {"enabled": self.cfg.shm.enabled}
+        shm = cap.shm if cap else {"enabled": self.cfg.shm.enabled}
         out["shm"] = output_entry(**{k: shm.get(k, 0) for k in ("clients", "fps", "frames_sent", "frames_dropped",
                                                                  "bytes_sent")}, enabled=bool(shm.get("enabled")),
                                   **{k: shm[k] for k in ("socket", "width", "height", "view") if k in shm})
@@ -491,29 +488,28 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         cap = self.capture_status()
-        source = dict(cap["source"]) if cap and cap.get("source") else None
+        source = dict(cap.source) if cap and cap.source else None
         if source is not None:
             source["signal"] = self.healthy()
         out: dict[str, Any] = {
             "version": __version__,
             "gstreamer": Gst.version_string(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1) if self.started_mono else 0.0,
-            "cpu_percent": round(self.cpu_percent + (cap["cpu_percent"] if cap else 0.0), 1),
+            "cpu_percent": round(self.cpu_percent + (cap.cpu_percent if cap else 0.0), 1),
             "healthy": self.healthy(),
             "source": source,
             "processes": self._processes(cap),
             "pipeline": {
-                **(cap["pipeline"] if cap else {"frames_in": 0, "restarts": 0, "last_error": None}),
+                **(cap.pipeline if cap else PipelineStatus()).model_dump(),
                 "streaming_frames_in": self.pipeline.frames_in if self.pipeline else 0,
                 "streaming_frames_idle": self.pipeline.frames_idle if self.pipeline else 0,
                 "streaming_restarts": self.pipeline.restarts if self.pipeline else 0,
             },
-            "fisheye": cap["fisheye"] if cap else {"active": None, "enabled": self.cfg.fisheye.enabled},
-            "camera": (cap or {}).get("camera"),  # a V4L2 camera's controls as last read; None for other sources
+            "fisheye": cap.fisheye if cap else {"active": None, "enabled": self.cfg.fisheye.enabled},
+            "camera": cap.camera if cap else None,  # a V4L2 camera's controls as last read; None for other sources
             "ring": {"state": self.runner.status.state if self.runner else "stopped",
-                     **((cap or {}).get("ring") or {})},
-            "table": {**((cap or {}).get("table") or {"calibrated": self.table is not None}),
-                      "views": self.cfg.views()},
+                     **((cap.ring if cap else None) or {})},
+            "table": {**(cap.table if cap else {"calibrated": self.table is not None}), "views": self.cfg.views()},
             "outputs": self.outputs(cap),
         }
         out["publish"] = [p.stats() for p in self.publishers]
@@ -543,7 +539,3 @@ def rtsp_users(cfg: Config) -> dict[str, str]:
         if token:
             users.setdefault(RTSP_TOKEN_USER, token)
     return users
-
-
-def table_dict(t: TableGeometry) -> dict[str, Any]:
-    return {"corners": [list(c) for c in t.corners], "size_mm": list(t.size_mm), "image_size": list(t.image_size)}

@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from cuecast.config import Config, ConfigError, load_config, reload_plan
+from cuecast.config import QUALITIES, Config, reload_plan, reread
 from cuecast.core.errors import EXIT_BAD_INPUT, EXIT_FAILURE
 from cuecast.core.ports import PortError, bind_tcp
 from cuecast.protocol.worker import (
@@ -49,6 +49,29 @@ MAX_FAILURES = 5  # unexpected exits within the window before the whole service 
 RESTART_DELAYS_S = (0.0, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+class Backoff:
+    """How soon a worker that died is started again: at once after a long healthy run, later after each
+    failure within FAILURES_WINDOW_S; after MAX_FAILURES there the service gives up (systemd restarts it)."""
+
+    def __init__(self) -> None:
+        self._failures: deque[float] = deque()
+
+    def failed(self, now: float) -> float:
+        """Record a failure at `now`; the delay before the next start (seconds)."""
+        while self._failures and now - self._failures[0] > FAILURES_WINDOW_S:
+            self._failures.popleft()
+        self._failures.append(now)
+        return RESTART_DELAYS_S[min(len(self._failures) - 1, len(RESTART_DELAYS_S) - 1)]
+
+    @property
+    def recent(self) -> int:
+        return len(self._failures)
+
+    @property
+    def given_up(self) -> bool:
+        return len(self._failures) >= MAX_FAILURES
+
+
 class Worker:
     """One worker process: how to start it, its heartbeat pipe, and its restart bookkeeping."""
 
@@ -63,7 +86,7 @@ class Worker:
         self.last_beat = 0.0
         self.started = 0.0
         self.restarts = 0
-        self.failures: deque[float] = deque()
+        self.backoff = Backoff()
         self.restart_at: float | None = None
         self._buf = b""
 
@@ -120,12 +143,6 @@ class Worker:
             except ProcessLookupError:
                 pass
 
-    def next_delay(self, now: float) -> float:
-        """Restart at once after a long healthy run; sooner failures wait longer."""
-        while self.failures and now - self.failures[0] > FAILURES_WINDOW_S:
-            self.failures.popleft()
-        self.failures.append(now)
-        return RESTART_DELAYS_S[min(len(self.failures) - 1, len(RESTART_DELAYS_S) - 1)]
 
 
 def describe_exit(code: int) -> str:
@@ -152,7 +169,7 @@ class Supervisor:
         cfg = self.cfg
         if cfg.http.enabled:
             self.listen["http.port"] = bind_tcp(cfg.http.bind, cfg.http.port, "http.port")
-        for q in ("medium", "low", "high"):
+        for q in QUALITIES:
             qc = getattr(cfg.mjpeg, q)
             if qc.enabled and qc.port is not None:
                 self.listen[f"mjpeg.{q}.port"] = bind_tcp(cfg.http.bind, qc.port, f"mjpeg.{q}.port")
@@ -288,10 +305,10 @@ class Supervisor:
         w.read_beats()
         self._sel.unregister(w.beat_fd)
         w.close_pipe()
-        delay = w.next_delay(now)
-        if len(w.failures) >= MAX_FAILURES:
+        delay = w.backoff.failed(now)
+        if w.backoff.given_up:
             log.error("%s process %s; %d failures within %.0f s: giving up (exit 1)", w.role, describe_exit(code),
-                      len(w.failures), FAILURES_WINDOW_S)
+                      w.backoff.recent, FAILURES_WINDOW_S)
             return 1
         log.error("%s process (pid %s) %s; starting it again%s", w.role, w.pid, describe_exit(code),
                   f" in {delay:.1f} s" if delay else "")
@@ -303,10 +320,8 @@ class Supervisor:
         if self.config_path is None:
             log.warning("SIGHUP: no config file to reload (started with built-in defaults)")
             return
-        try:
-            new = load_config(self.config_path, overrides=self.overrides).config
-        except ConfigError as e:
-            log.error("SIGHUP: config not reloaded, it is invalid (the running config stays):\n%s", e)
+        new = reread(self.config_path, self.overrides)
+        if new is None:
             return
         live, _ = reload_plan(self.cfg, new)
         _, restart = reload_plan(self.started_cfg, new)

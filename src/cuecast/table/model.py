@@ -113,6 +113,11 @@ def load_table(path: Path) -> TableGeometry:
     return table_from_dict(doc, where)
 
 
+def table_dict(t: TableGeometry) -> dict[str, Any]:
+    """The geometry as plain data (what table_from_dict reads back)."""
+    return {"corners": [list(c) for c in t.corners], "size_mm": list(t.size_mm), "image_size": list(t.image_size)}
+
+
 def table_from_dict(doc: Any, where: str) -> TableGeometry:
     if not isinstance(doc, dict):
         raise TableError(f"{where}: expected a mapping with corners, size_mm and image_size")

@@ -12,7 +12,13 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from fastapi import APIRouter, HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from cuecast.config import Quality
 from cuecast.streaming.outputs.mjpeg.branch import FrameHub, HubFull
+from cuecast.streaming.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +149,48 @@ def port_app(hub: FrameHub, client_timeout: Callable[[], float]) -> Callable[[Sc
             await snapshot(hub, send)
 
     return app
+
+
+class AsgiResponse(Response):
+    """Lets a route hand the connection to a raw ASGI callable (the MJPEG stream)."""
+
+    def __init__(self, call: ASGIApp) -> None:
+        super().__init__()
+        self._call = call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._call(scope, receive, send)
+
+
+def router(service: Service) -> APIRouter:
+    """The MJPEG qualities on the API port (/stream/video, /snapshot.jpg), from the same hubs the MJPEG ports
+    use: no HTTP round trip to ourselves."""
+    r = APIRouter()
+
+    def hub_for(quality: Quality) -> Any:
+        hub = service.hubs.get(quality.value)
+        if hub is None:
+            raise HTTPException(404, f"quality {quality.value} is disabled in the config (mjpeg.{quality.value})")
+        return hub
+
+    @r.get("/stream/video", summary="Live MJPEG stream (multipart/x-mixed-replace)",
+             responses={200: {"content": {"multipart/x-mixed-replace": {}}}, 503: {"description": "Full"}})
+    async def stream_route(quality: Quality = Quality.medium) -> Response:
+        hub = hub_for(quality)
+
+        async def call(scope: Scope, receive: Receive, send: Send) -> None:
+            await stream(hub, scope, receive, send, service.cfg.mjpeg.client_timeout)
+
+        return AsgiResponse(call)
+
+    @r.get("/snapshot.jpg", summary="The newest frame as JPEG",
+             responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "No frame yet"}})
+    async def snapshot_route(quality: Quality = Quality.medium) -> Response:
+        hub = hub_for(quality)
+
+        async def call(scope: Scope, receive: Receive, send: Send) -> None:
+            await snapshot(hub, send)
+
+        return AsgiResponse(call)
+
+    return r

@@ -8,12 +8,12 @@ import pytest
 
 from cuecast.config import ConfigError, dump_config, find_config_file, load_config
 
-EXAMPLE = Path(__file__).parents[2] / "config" / "cuecast.example.yaml"
+EXAMPLE = Path(__file__).parents[3] / "config" / "cuecast.example.yaml"
 
 
 def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Built-in defaults match the documented outputs (1080p30 source, shm at /tmp/camera-backend)."""
-    monkeypatch.setattr("cuecast.config.SYSTEM_CONFIG", tmp_path / "absent.yaml")
+    monkeypatch.setattr("cuecast.config.load.SYSTEM_CONFIG", tmp_path / "absent.yaml")
     loaded = load_config(None, env={})
     assert loaded.path is None
     cfg = loaded.config

@@ -1,0 +1,1 @@
+"""The API's resources, one router each: table, picture controls, the camera's own controls."""
