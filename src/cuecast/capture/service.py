@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,11 +23,10 @@ import psutil
 
 from cuecast import __version__
 from cuecast.capture.shm import PRIVATE_MODE, ShmError, ShmOutput
-from cuecast.config import Config, ControlsConfig, reload_plan, reread
+from cuecast.config import Config, ControlsConfig, reload_plan
 from cuecast.core import native
-from cuecast.core.errors import EXIT_BAD_INPUT, EXIT_OK, StartupError
+from cuecast.core.errors import StartupError
 from cuecast.core.gst import GLib, Gst
-from cuecast.core.log import setup_logging
 from cuecast.lens.maps import Maps, build_maps
 from cuecast.lens.model import CalibrationError, load_model
 from cuecast.media import v4l2
@@ -52,7 +49,7 @@ from cuecast.protocol.messages import (
     StatusRequest,
     TableRequest,
 )
-from cuecast.protocol.worker import Heartbeat, Runtime, set_priority, start_worker
+from cuecast.protocol.worker import Runtime
 from cuecast.table import TableError, TableGeometry, TableView, view_of
 from cuecast.table.detect import drift
 from cuecast.table.maps import table_maps
@@ -602,54 +599,3 @@ class CaptureService:
         return {"calibrated": True, "source": self.table_source, "corners": [list(c) for c in t.corners],
                 "size_mm": list(t.size_mm), "image_size": list(t.image_size), "px_per_mm": view.px_per_mm,
                 "margin_mm": view.margin_mm, "view_size": list(view.size), "drift": self.drift}
-
-
-def reload(service: CaptureService) -> None:
-    """SIGHUP: re-read the config (the supervisor already checked it) and apply this process's live keys."""
-    new = reread(service.config_path, service.overrides)
-    if new is None:
-        return
-    applied = service.apply_config(new)
-    if applied:
-        log.info("capture: applied %s", ", ".join(applied))
-
-
-def main() -> int:
-    """`python -m cuecast _capture`: run until SIGTERM; exit 2 for problems a person must fix."""
-
-    start = start_worker()
-    runtime, cfg, config_path, overrides = start.runtime, start.config, start.config_path, start.overrides
-    if cfg is None:
-        return EXIT_BAD_INPUT
-    setup_logging(cfg.log.level, cfg.log.format, role="capture")
-    priority = set_priority(cfg.priority.capture_nice, cfg.priority.realtime)  # before any thread starts
-    heartbeat = Heartbeat()
-    stop = threading.Event()
-    hup = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: hup.set())
-    service = CaptureService(cfg, runtime, config_path, overrides)
-    service.priority = priority
-    try:
-        service.start()
-    except StartupError as e:
-        print(f"cuecast: error: {e}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    try:
-        spec = service.spec
-        if spec is not None and spec.kind == "file":
-            error = service.wait_first_result(FIRST_RESULT_TIMEOUT_S)
-            if error:
-                print(f"cuecast: error: source {spec.location}: {error}", file=sys.stderr, flush=True)
-                return EXIT_BAD_INPUT
-        heartbeat.ready()
-        while not stop.wait(1.0):
-            if hup.is_set():
-                hup.clear()
-                reload(service)
-            if service.pipeline is not None and service._loop_thread is not None and service._loop_thread.is_alive():
-                heartbeat.alive()
-    finally:
-        service.stop()
-    return EXIT_OK

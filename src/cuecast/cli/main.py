@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(_args: argparse.Namespace) -> int:
-    from cuecast.capture.service import main as capture_main
+    from cuecast.capture.main import main as capture_main
 
     return capture_main()
 

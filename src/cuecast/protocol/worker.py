@@ -4,7 +4,7 @@ Owns the hand-over from `cuecast serve` (the supervisor) to a worker: the runtim
 0700: the ring and control sockets, the config origin as JSON), the heartbeat pipe (the worker writes
 `ready` once, then `alive` every second while it is healthy; the supervisor feeds systemd's watchdog only
 while both do), dying with the supervisor (PR_SET_PDEATHSIG: a `kill -9` of the service takes both workers
-down like one process), and the scheduling priority each worker runs at. No GStreamer here.
+down like one process). No GStreamer here.
 """
 
 from __future__ import annotations
@@ -133,26 +133,6 @@ class Heartbeat:
 
     def alive(self) -> None:
         self._send(b"alive")
-
-
-def set_priority(nice: int, realtime: bool = False, rt_priority: int = 10) -> str:
-    """Run this process (and every thread it starts from now on) at `nice`, or SCHED_RR when asked and
-    allowed. Call before any thread starts. Returns what was applied, for the log and the status."""
-    applied = []
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, 0)
-        if nice != current:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-        applied.append(f"nice {nice}")
-    except PermissionError:
-        applied.append(f"nice {os.getpriority(os.PRIO_PROCESS, 0)} (nice {nice} needs CAP_SYS_NICE)")
-    if realtime:
-        try:
-            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(rt_priority))
-            applied.append(f"SCHED_RR {rt_priority}")
-        except PermissionError:
-            applied.append("SCHED_RR refused (needs CAP_SYS_NICE)")
-    return ", ".join(applied)
 
 
 def listen_fds() -> dict[str, int]:

@@ -219,7 +219,8 @@ def main() -> int:
     """`python -m cuecast _stream`: the streaming process, started by `cuecast serve`."""
     import os
 
-    from cuecast.protocol.worker import set_priority, start_worker
+    from cuecast.core.priority import set_priority
+    from cuecast.protocol.worker import start_worker
 
     start = start_worker()
     runtime, cfg, config_path, overrides = start.runtime, start.config, start.config_path, start.overrides

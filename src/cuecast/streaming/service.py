@@ -33,12 +33,17 @@ from cuecast.protocol.messages import CaptureStatus, ControlsRequest, PipelineSt
 from cuecast.protocol.worker import Runtime
 from cuecast.streaming.degrade import Degrader, EntryCounters, Group, Rated, thread_run_delay_s
 from cuecast.streaming.encoders import EncoderError, EncoderKind, choose
-from cuecast.streaming.outputs.h264 import H264Hub, H264Output
+from cuecast.streaming.outputs.entry import output_entry
+from cuecast.streaming.outputs.h264 import H264Hub, H264Output, encoder_status
+from cuecast.streaming.outputs.h264 import status_entry as h264_entry
 from cuecast.streaming.outputs.mjpeg.branch import FrameHub, MjpegOutput
+from cuecast.streaming.outputs.mjpeg.branch import status_entry as mjpeg_entry
 from cuecast.streaming.outputs.publish import Publisher
 from cuecast.streaming.outputs.replay.branch import Replay
 from cuecast.streaming.outputs.rtsp import RtspError, RtspServer
+from cuecast.streaming.outputs.rtsp import status_entry as rtsp_entry
 from cuecast.streaming.outputs.webrtc.branch import WebRtcOutput
+from cuecast.streaming.outputs.webrtc.branch import status_entry as webrtc_entry
 from cuecast.table import TableError, TableGeometry, TableView, view_of
 from cuecast.table.maps import table_maps
 from cuecast.table.model import even_floor, table_dict
@@ -75,27 +80,6 @@ class GLibLoopThread:
             self._loop.quit()
             self._thread.join(timeout=2)
             self._thread = None
-
-
-class RateMeter:
-    """Frames per second of a counter, sampled once a second."""
-
-    def __init__(self) -> None:
-        self._last: tuple[float, int] | None = None
-        self.fps = 0.0
-
-    def sample(self, count: int) -> None:
-        now = time.monotonic()
-        if self._last is not None and now > self._last[0]:
-            self.fps = max(0.0, (count - self._last[1]) / (now - self._last[0]))
-        self._last = (now, count)
-
-
-def output_entry(enabled: bool, clients: int = 0, fps: float = 0.0, frames_sent: int = 0, frames_dropped: int = 0,
-                 bytes_sent: int = 0, **extra: Any) -> dict[str, Any]:
-    """One output in /api/status and /metrics: the same fields for every output, then its own."""
-    return {"enabled": enabled, "clients": clients, "fps": round(fps, 1), "frames_sent": frames_sent,
-            "frames_dropped": frames_dropped, "bytes_sent": bytes_sent, **extra}
 
 
 class Service:
@@ -145,7 +129,6 @@ class Service:
         self.priority = ""
         self.degrader: Degrader | None = None
         self._timers: list[int] = []
-        self._rates = {name: RateMeter() for name in ("h264", "rtsp", "webrtc")}
         self.table_set_live = False  # a table set over the API, not saved: a new capture process gets it from here
         self.last_ring_mono: float | None = None
         self.demand_since: float | None = None  # when an output here last got a consumer (None: nobody)
@@ -294,11 +277,11 @@ class Service:
         """Once a second: degradation, and the H.264 outputs' rates."""
         if self.degrader is not None:
             self.degrader.tick()
-        self._rates["h264"].sample(self.h264_hub.frames)
+        self.h264_hub.rate.sample(self.h264_hub.frames)
         if self.rtsp is not None:
-            self._rates["rtsp"].sample(self.rtsp.frames_sent)
+            self.rtsp.rate.sample(self.rtsp.frames_sent)
         if self.webrtc is not None:
-            self._rates["webrtc"].sample(self.webrtc.frames_sent)
+            self.webrtc.rate.sample(self.webrtc.frames_sent)
         return True
 
     def _demand(self) -> bool:
@@ -450,40 +433,17 @@ class Service:
         }
 
     def outputs(self, cap: CaptureStatus | None) -> dict[str, dict[str, Any]]:
-        """Every output with the same fields (enabled, clients, fps, frames_sent, frames_dropped, bytes_sent),
-        then its own."""
-        out: dict[str, dict[str, Any]] = {}
+        """Every output's own entry (the same fields first, then its own): collected, not built here."""
         shm = cap.shm if cap else {"enabled": self.cfg.shm.enabled}
-        out["shm"] = output_entry(**{k: shm.get(k, 0) for k in ("clients", "fps", "frames_sent", "frames_dropped",
-                                                                 "bytes_sent")}, enabled=bool(shm.get("enabled")),
-                                  **{k: shm[k] for k in ("socket", "width", "height", "view") if k in shm})
+        common = ("clients", "fps", "frames_sent", "frames_dropped", "bytes_sent")
+        out = {"shm": output_entry(bool(shm.get("enabled")), *(shm.get(k, 0) for k in common),
+                                   **{k: shm[k] for k in ("socket", "width", "height", "view") if k in shm})}
         for q in QUALITIES:
-            qc = getattr(self.cfg.mjpeg, q)
-            hub = self.hubs.get(q)
-            st = hub.stats() if hub else {}
-            out[f"mjpeg_{q}"] = output_entry(
-                hub is not None, st.get("clients", 0), st.get("fps", 0.0), st.get("frames_sent", 0),
-                st.get("frames_dropped", 0), st.get("bytes_sent", 0), port=qc.port, width=qc.width,
-                height=qc.height, fps_configured=qc.fps, quality=qc.quality,
-                **{k: v for k, v in st.items() if k not in ("clients", "fps", "frames_sent", "frames_dropped",
-                                                             "bytes_sent")})
-        hub264 = self.h264_hub
-        w, h = self.cfg.h264_size
-        enc: dict[str, Any] = {"encoder": self.encoder.element, "encoder_reason": self.encoder_reason,
-                               "encoding": hub264.demand, "consumers": hub264.subscribers, "width": w, "height": h,
-                               "fps_configured": self.cfg.h264.fps, "frames_encoded": hub264.frames,
-                               "keyframes": hub264.keyframes, "bytes_encoded": hub264.bytes} if self.encoder else {}
-        out["h264"] = output_entry(self.encoder is not None, hub264.subscribers, self._rates["h264"].fps,
-                                   hub264.frames, hub264.dropped, hub264.bytes, **enc)
-        rtsp = self.rtsp
-        out["rtsp"] = output_entry(rtsp is not None, rtsp.clients if rtsp else 0, self._rates["rtsp"].fps,
-                                   rtsp.frames_sent if rtsp else 0, 0, rtsp.bytes_sent if rtsp else 0,
-                                   **({"url": rtsp.url, "auth": bool(self.cfg.rtsp.users), **enc} if rtsp else {}))
-        web = self.webrtc
-        extra = web.stats() if web else {}
-        out["webrtc"] = output_entry(web is not None, extra.pop("clients", 0), self._rates["webrtc"].fps,
-                                     web.frames_sent if web else 0, 0, web.bytes_sent if web else 0,
-                                     **({"endpoint": "/whep/high", **extra} if web else {}))
+            out[f"mjpeg_{q}"] = mjpeg_entry(getattr(self.cfg.mjpeg, q), self.hubs.get(q))
+        enc = encoder_status(self.h264_hub, self.encoder, self.encoder_reason, self.cfg.h264_size, self.cfg.h264.fps)
+        out["h264"] = h264_entry(self.h264_hub, enc)
+        out["rtsp"] = rtsp_entry(self.rtsp, enc)
+        out["webrtc"] = webrtc_entry(self.webrtc)
         return out
 
     def status(self) -> dict[str, Any]:

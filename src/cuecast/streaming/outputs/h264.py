@@ -14,11 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from cuecast.core.gst import Gst, GstVideo
 from cuecast.media.pipeline import DemandGate, OutputPipeline, queue_name
 from cuecast.streaming.encoders import EncoderKind
+from cuecast.streaming.outputs.entry import RateMeter, output_entry
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class H264Hub:
         self.keyframes = 0
         self.bytes = 0
         self.dropped = 0  # access units a subscriber skipped (joined between key frames, or fell behind)
+        self.rate = RateMeter()  # encoded frames per second, sampled by the service once a second
 
     @property
     def demand(self) -> bool:
@@ -206,3 +208,18 @@ class H264Output:
             self._key_requested = 0.0
         self.hub.publish(buf, sample.get_caps())
         return Gst.FlowReturn.OK
+
+
+def encoder_status(hub: H264Hub, encoder: EncoderKind | None, reason: str, size: tuple[int, int],
+                   fps: int) -> dict[str, Any]:
+    """What the H.264 outputs (the encoder, RTSP, WebRTC) show of the one encoder; {} when there is none."""
+    if encoder is None:
+        return {}
+    return {"encoder": encoder.element, "encoder_reason": reason, "encoding": hub.demand,
+            "consumers": hub.subscribers, "width": size[0], "height": size[1], "fps_configured": fps,
+            "frames_encoded": hub.frames, "keyframes": hub.keyframes, "bytes_encoded": hub.bytes}
+
+
+def status_entry(hub: H264Hub, encoder: dict[str, Any]) -> dict[str, Any]:
+    """The encoder's entry in /api/status (`encoder`: encoder_status)."""
+    return output_entry(bool(encoder), hub.subscribers, hub.rate.fps, hub.frames, hub.dropped, hub.bytes, **encoder)

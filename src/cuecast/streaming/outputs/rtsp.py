@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import gi
 
@@ -20,6 +21,7 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GstRtspServer  # noqa: E402
 
 from cuecast.core.gst import GLib, Gst  # noqa: E402
+from cuecast.streaming.outputs.entry import RateMeter, output_entry  # noqa: E402
 from cuecast.streaming.outputs.h264 import AppsrcFeed, H264Hub  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class RtspServer:
         self.hub = hub
         self.session_timeout = session_timeout
         self.users = users or {}
+        self.rate = RateMeter()
         self.server: GstRtspServer.RTSPServer | None = None
         self._source_id = 0
         self._cleanup_id = 0
@@ -168,3 +171,11 @@ class RtspServer:
         if self._source_id:
             GLib.source_remove(self._source_id)
             self._source_id = 0
+
+
+def status_entry(server: RtspServer | None, encoder: dict[str, Any]) -> dict[str, Any]:
+    """RTSP's entry in /api/status (`server` None: disabled)."""
+    if server is None:
+        return output_entry(False)
+    return output_entry(True, server.clients, server.rate.fps, server.frames_sent, 0, server.bytes_sent,
+                        url=server.url, auth=bool(server.users), **encoder)

@@ -17,8 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from cuecast.config import MjpegStreamConfig
 from cuecast.core.gst import Gst
 from cuecast.media.pipeline import DemandGate, OutputPipeline, queue_name
+from cuecast.streaming.outputs.entry import output_entry
 
 log = logging.getLogger(__name__)
 
@@ -274,3 +276,12 @@ class MjpegOutput:
             buf.unmap(mi)
         self.hub.publish_threadsafe(data, meta.capture_ns if meta else 0)
         return Gst.FlowReturn.OK
+
+
+def status_entry(qc: MjpegStreamConfig, hub: FrameHub | None) -> dict[str, Any]:
+    """This quality's entry in /api/status (`hub` None: disabled in the config)."""
+    st = hub.stats() if hub else {}
+    common = ("clients", "fps", "frames_sent", "frames_dropped", "bytes_sent")
+    return output_entry(hub is not None, *(st.get(k, 0) for k in common), port=qc.port, width=qc.width,
+                        height=qc.height, fps_configured=qc.fps, quality=qc.quality,
+                        **{k: v for k, v in st.items() if k not in common})

@@ -34,6 +34,7 @@ import psutil  # noqa: E402
 from gi.repository import GObject, GstSdp, GstWebRTC  # noqa: E402
 
 from cuecast.core.gst import GLib, Gst, GstVideo  # noqa: E402
+from cuecast.streaming.outputs.entry import RateMeter, output_entry  # noqa: E402
 from cuecast.streaming.outputs.h264 import AppsrcFeed, H264Hub  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class WebRtcOutput:
     def __init__(self, hub: H264Hub, max_viewers: int, connect_timeout: float,
                  addresses: list[str] | None = None) -> None:
         self.hub = hub
+        self.rate = RateMeter()
         self.max_viewers = max_viewers
         self.connect_timeout = connect_timeout
         self.addresses = addresses or local_addresses()
@@ -525,3 +527,11 @@ def _call(webrtc: Gst.Element, signal: str, arg: object, what: str, status: int)
         raise WhepError(status, f"{what}: {getattr(err, 'message', err)}")
     return reply
 
+
+def status_entry(output: WebRtcOutput | None) -> dict[str, Any]:
+    """WebRTC's entry in /api/status (`output` None: disabled)."""
+    if output is None:
+        return output_entry(False)
+    extra = output.stats()
+    return output_entry(True, extra.pop("clients", 0), output.rate.fps, output.frames_sent, 0, output.bytes_sent,
+                        endpoint="/whep/high", **extra)
