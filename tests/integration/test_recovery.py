@@ -14,6 +14,7 @@ from tests.helpers.media import make_video
 from tests.helpers.mjpeg_client import MjpegReader
 from tests.helpers.mjpeg_server import MjpegCamera
 from tests.helpers.service import ServiceProcess, http_env, wait_http
+from tests.helpers.wait import wait_until
 
 RETURN_WITHIN_S = 2.0
 
@@ -48,10 +49,9 @@ def test_http_camera_lost_and_back(tmp_path: Path) -> None:
             assert wait_for_frame(c, False, 10) is not None, svc.log()
             cam.stop()
             assert wait_for_frame(c, True, 10) is not None, svc.log()  # NO SIGNAL frames keep coming
-            time.sleep(1.5)
-            assert httpx.get(f"{api}/healthz", timeout=5).status_code == 503
-            st = status(api)["source"]
-            assert st["signal"] is False and st["placeholder_frames"] > 10
+            assert wait_until(lambda: httpx.get(f"{api}/healthz", timeout=5).status_code == 503, 10)
+            assert wait_until(lambda: status(api)["source"]["placeholder_frames"] > 10, 10), status(api)["source"]
+            assert status(api)["source"]["signal"] is False
             frames_during_outage = len(reader.times)
             time.sleep(1)
             assert len(reader.times) > frames_during_outage  # the browser stream stayed open and moving
