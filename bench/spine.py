@@ -1,4 +1,5 @@
-"""Spine bench: shm latency at 1080p30, service CPU with one consumer, start-to-first-frame.
+"""Spine bench: shm latency at 1080p30, service CPU with one consumer, start-to-first-frame, and what a
+backend sees across a service restart (SIGTERM, the service gone, a new one started, as `systemctl restart`).
 
 Baseline in the same run: a plain gst-launch pipeline doing the same job (testsrc -> BGR -> shmsink),
 so the CPU figure is also stated as a ratio that survives a noisy machine.
@@ -45,6 +46,38 @@ def start_to_first_frame(tmp: Path) -> list[float]:
             finally:
                 stop(proc)
     return times
+
+
+def restart_gaps(tmp: Path) -> tuple[list[float], list[float], list[float]]:
+    """A backend reading all along while the service restarts: (frame gap, stop time, new start to first
+    frame) per run, seconds. The consumer is the library's, with its default retry."""
+    gaps, stops, starts = [], [], []
+    sock = tmp / "restart"
+    proc = start_service(*SOURCE, "--shm-socket", str(sock))
+    try:
+        with GStreamerFrameConsumer(sock) as c:
+            if c.get_frame(timeout=20) is None:
+                raise RuntimeError("no frame within 20 s")
+            for _ in range(REPEATS):
+                time.sleep(1.0)
+                seq = c.frames_received
+                t_term = time.monotonic()
+                last = c.last_received_ns / 1e9
+                stop(proc)
+                t_gone = time.monotonic()
+                proc = start_service(*SOURCE, "--shm-socket", str(sock))
+                deadline = t_gone + 20
+                while c.frames_received <= seq or c.last_received_ns / 1e9 < t_gone:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the consumer did not resume within 20 s")
+                    time.sleep(0.002)
+                first = c.last_received_ns / 1e9
+                gaps.append(first - last)
+                stops.append(t_gone - t_term)
+                starts.append(first - t_gone)
+    finally:
+        stop(proc)
+    return gaps, stops, starts
 
 
 def latency_and_cpu(tmp: Path) -> tuple[list[float], float, float, float]:
@@ -100,10 +133,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         firsts = start_to_first_frame(tmp)
+        gaps, stops, starts = restart_gaps(tmp)
         lat, fps, cpu, rss = latency_and_cpu(tmp)
         base = baseline_cpu(tmp)
     rows = [
         ["start to first frame (s), min/median/max of 3", spread(firsts, "{:.2f}"), "<= 2 s"],
+        [f"service restart: backend's frame gap (s), min/median/max of {len(gaps)}", spread(gaps, "{:.2f}"), ""],
+        ["  ... of it, stopping the old service (s)", spread(stops, "{:.2f}"), ""],
+        ["  ... of it, new service started to the backend's first frame (s)", spread(starts, "{:.2f}"), "<= 1 s"],
         ["shm latency p50 (ms)", f"{percentile(lat, 50):.2f}", ""],
         ["shm latency p99 (ms)", f"{percentile(lat, 99):.2f}", "<= 5 ms"],
         ["shm latency max (ms)", f"{max(lat):.2f}", ""],

@@ -53,6 +53,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A test that kills a capture process with SIGKILL leaves its shared-memory segments; the next capture
+    # process removes them at start, and so does the suite at its end (nothing left in /dev/shm).
+    from cuecast.capture.shm import clean_leaked_segments
+
+    clean_leaked_segments()
     after = _tree_state()
     if _TREE_AT_START is None or after is None:
         return

@@ -36,7 +36,7 @@ from cuecast.protocol.frame import FrameFormatError, FrameInfo
 
 log = logging.getLogger(__name__)
 
-RECONNECT_INTERVAL_S = 0.1  # how often to retry a missing or dead producer (resume well within 1 s)
+RECONNECT_INTERVAL_S = 0.05  # how often to look for a missing or dead producer (a stat(); resume within 1 s)
 BUS_POLL_NS = 50 * Gst.MSECOND
 STALE_RETRY_S = 2.0  # retry a socket file that failed, unless it is replaced sooner
 # frames(): frames kept for a reader that is momentarily behind. Each holds one of the producer's shared-memory

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_LINE = 1 << 20
 STATUS_INTERVAL_S = 0.5
 REQUEST_TIMEOUT_S = 2.0
+SHUTDOWN_POLL_S = 0.05  # how soon the server notices a stop (a restart waits for it)
 
 Handler = Callable[[Request], Any]
 
@@ -84,7 +85,8 @@ class ControlServer:
         server.daemon_threads = True
         os.chmod(self.path, 0o600)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.2,), name="control", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL_S,), name="control",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

@@ -341,13 +341,16 @@ class Supervisor:
         self._hup = True
 
     def _stop_all(self) -> None:
-        """The streaming process first (it would only see the ring vanish), then the capture process."""
-        order = sorted(self.workers, key=lambda w: w.role != "streaming")
-        for w in order:
+        """Both workers at once (a restart is back sooner: the backend's gap is the stop plus the start), each
+        killed when it overstays its grace."""
+        start = time.monotonic()
+        for w in self.workers:
             w.signal(signal.SIGTERM)
+        for w in self.workers:
             if w.proc is not None:
+                grace = STOP_GRACE_S if w.role == "streaming" else STOP_GRACE_S / 2
                 try:
-                    w.proc.wait(STOP_GRACE_S if w.role == "streaming" else STOP_GRACE_S / 2)
+                    w.proc.wait(max(0.0, start + grace - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     log.error("%s process did not stop in time: killing it", w.role)
                     w.proc.kill()
