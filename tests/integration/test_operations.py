@@ -34,6 +34,43 @@ def test_doctor_on_this_machine_warns_about_the_camera_and_fails_on_a_taken_port
     assert "fix:" in r.stdout
 
 
+def test_headroom_is_measured_by_doctor_and_by_a_running_service(tmp_path: Path) -> None:
+    """Without a service, doctor times the correction here; with one, /api/status and doctor show each
+    process's measured headroom: the backend's path against its frame budget, CPU waits, the idle box."""
+    from cuecast.consumer import GStreamerFrameConsumer
+    from tests.helpers.wait import wait_until
+
+    env, ports = http_env()
+    r = run_cli("doctor", env=env)
+    assert "headroom, measured here: the correction takes" in r.stdout and "of a frame at 30 fps" in r.stdout, r.stdout
+    sock = tmp_path / "sock"
+    svc = ServiceProcess(["--source", "demo", "--shm-socket", str(sock)], tmp_path / "svc.log", env=env)
+    api = f"http://127.0.0.1:{ports['api']}"
+    try:
+        wait_http(f"{api}/healthz")
+        with GStreamerFrameConsumer(sock) as c:
+            assert c.get_frame(timeout=10) is not None
+
+            def measured() -> bool:
+                cap = httpx.get(f"{api}/api/status", timeout=5).json()["processes"]["capture"]["headroom"]
+                return bool(cap.get("correction_ms")) and bool(cap.get("pack_ms"))
+
+            assert wait_until(measured, 10), httpx.get(f"{api}/api/status", timeout=5).json()["processes"]
+            st = httpx.get(f"{api}/api/status", timeout=5).json()
+            cap, stream = st["processes"]["capture"]["headroom"], st["processes"]["streaming"]["headroom"]
+            assert cap["frame_budget_ms"] == 33.33
+            assert 0 < cap["busy_percent"] < 100
+            assert abs(cap["busy_percent"] - 100 * (cap["correction_ms"] + cap["pack_ms"]) / 33.33) < 1
+            assert cap["waiting_for_cpu_s_per_s"] >= 0 and stream["waiting_for_cpu_s_per_s"] >= 0
+            assert stream["degrading"] is False
+            assert st["box"]["cores"] == os.cpu_count() and 0 <= st["box"]["idle_percent"] <= 100
+            r = run_cli("doctor", env=env)
+            assert "headroom: the backend's path uses" in r.stdout and "33.33 ms frame" in r.stdout, r.stdout
+    finally:
+        svc.terminate()
+        svc.close()
+
+
 def test_doctor_fails_on_a_bad_calibration(tmp_path: Path) -> None:
     bad = tmp_path / "camera.yaml"
     bad.write_text("K: 1\n")

@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from cuecast import __version__
 from cuecast.capture.shm import PRIVATE_MODE, ShmError, ShmOutput
 from cuecast.config import Config, ControlsConfig, reload_plan
 from cuecast.core import native
 from cuecast.core.errors import StartupError
 from cuecast.core.gst import GLib, Gst
+from cuecast.core.load import LoadMeter
 from cuecast.lens.maps import Maps, build_maps
 from cuecast.lens.model import CalibrationError, load_model
 from cuecast.media import v4l2
@@ -147,8 +146,7 @@ class CaptureService:
         self.priority = ""
         self.started_mono = time.monotonic()
         self.last_real_mono: float | None = None
-        self._proc = psutil.Process()
-        self._proc.cpu_percent(None)
+        self.load = LoadMeter()
         self._started = False
 
     def __enter__(self) -> CaptureService:
@@ -566,11 +564,12 @@ class CaptureService:
             source["signal_lost_s"] = round(time.monotonic() - lost, 1) if lost is not None else None
             source["placeholder_frames"] = self.feeder.frames if self.feeder else 0
         p = self.pipeline
+        self.load.sample()
         return CaptureStatus(
             instance=self.instance,
             pid=os.getpid(),
             uptime_s=round(time.monotonic() - self.started_mono, 1),
-            cpu_percent=round(self._proc.cpu_percent(None), 1),
+            cpu_percent=round(self.load.cpu_percent, 1),
             priority=self.priority,
             healthy=self.healthy(),
             source=source,
@@ -589,7 +588,20 @@ class CaptureService:
             controls=self.cfg.controls,
             camera={"controls": dict(self.camera_values)} if self.spec and self.spec.kind == "v4l2" else None,
             table=self.table_status(),
+            headroom=self.headroom(),
         )
+
+    def headroom(self) -> dict[str, Any]:
+        """The backend's path against its frame budget: the native elements' own per-frame times (correction,
+        packing) as a share of the frame interval, and how long this process's threads waited for a CPU."""
+        budget = 1000.0 / self.cfg.source.fps
+        p = self.pipeline
+        correction = p.correction_ms if p is not None else None
+        pack = self.shm.pack_ms if self.shm is not None else None
+        work = (correction or 0.0) + (pack or 0.0)
+        return {"frame_budget_ms": round(budget, 2), "correction_ms": round(correction, 2) if correction else None,
+                "pack_ms": round(pack, 2) if pack else None, "busy_percent": round(100 * work / budget, 1),
+                **self.load.status()}
 
     def table_status(self) -> dict[str, Any]:
         t = self.table

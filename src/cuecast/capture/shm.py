@@ -210,6 +210,13 @@ class ShmOutput:
         log.info("%s reader %s (%d connected)", self.name, "connected" if delta > 0 else "left", self.clients)
 
     @property
+    def pack_ms(self) -> float | None:
+        """Mean wall time of packing a frame (BGR conversion + trailer, the native element's own measure)."""
+        if self._pack is None or not self._pack.get_property("frames"):
+            return None
+        return float(self._pack.get_property("mean-us")) / 1000
+
+    @property
     def frames_sent(self) -> int:
         return int(self._pack.get_property("frames")) if self._pack is not None else 0
 

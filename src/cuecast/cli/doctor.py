@@ -2,7 +2,8 @@
 
 Owns the checks (elements and their packages, the native plugin, cameras and their modes, device
 permissions, ports, socket directory, stale sockets and leaked shm segments, calibration, encoders, CPU
-headroom, and a running service's two halves) and their verdicts: each line OK / WARN / FAIL with the fix.
+headroom (estimated from reference costs, and measured: the correction timed here or a running service's own
+figures), and a running service's two halves) and their verdicts: each line OK / WARN / FAIL with the fix.
 Exit status 1 if anything is FAIL.
 """
 
@@ -267,6 +268,73 @@ def check_cpu(cfg: Config) -> Iterator[Finding]:
         yield Finding("OK", text)
 
 
+MEASURE_FRAMES = 30
+
+
+def measure_correction_ms(width: int, height: int, kernel: str = "auto") -> tuple[float, str]:
+    """The correction's wall time per frame on this box, measured: MEASURE_FRAMES frames of the demo lens at
+    width x height through cuecastremap (the native element the capture process runs)."""
+    from cuecast.core import native
+    from cuecast.core.gst import GLib, Gst
+    from cuecast.lens.maps import build_maps, remap_table
+    from cuecast.media.demo import demo_model
+
+    native.load()
+    p = Gst.parse_launch(f"appsrc name=src format=time block=true max-buffers=2 caps=video/x-raw,format=I420,"
+                         f"width={width},height={height},framerate=30/1 ! cuecastremap name=r kernel={kernel} "
+                         "! fakesink sync=false")
+    remap = p.get_by_name("r")
+    remap.set_property("map", GLib.Bytes.new(remap_table(build_maps(demo_model(), width, height, chroma=True),
+                                                          (width, height))))
+    p.set_state(Gst.State.PLAYING)
+    src = p.get_by_name("src")
+    frame = bytes(width * height * 3 // 2)
+    for i in range(MEASURE_FRAMES):
+        buf = Gst.Buffer.new_wrapped(frame)
+        buf.pts = i * Gst.SECOND // 30
+        src.emit("push-buffer", buf)
+    src.emit("end-of-stream")
+    p.get_bus().timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    ms = float(remap.get_property("mean-us")) / 1000
+    used = str(remap.get_property("kernel"))
+    p.set_state(Gst.State.NULL)
+    return ms, used
+
+
+def check_headroom(cfg: Config, status: dict | None) -> Iterator[Finding]:
+    """What this box can sustain, measured: a running service's own per-process figures, else the correction
+    timed here at the configured size."""
+    budget = 1000.0 / cfg.source.fps
+    if status is not None:
+        procs = status.get("processes", {})
+        cap = procs.get("capture", {}).get("headroom") or {}
+        stream = procs.get("streaming", {}).get("headroom") or {}
+        box = status.get("box") or {}
+        busy = cap.get("busy_percent")
+        text = (f"headroom: the backend's path uses {busy}% of its {cap.get('frame_budget_ms')} ms frame "
+                f"(correction {cap.get('correction_ms')} ms, packing {cap.get('pack_ms')} ms); threads waiting "
+                f"for a CPU: capture {cap.get('waiting_for_cpu_s_per_s')} s/s, streaming "
+                f"{stream.get('waiting_for_cpu_s_per_s')} s/s; box {box.get('idle_percent')}% idle "
+                f"({box.get('idle_cores')} of {box.get('cores')} cores)")
+        short = (busy or 0) > 80 or (cap.get("waiting_for_cpu_s_per_s") or 0) > 0.2 or stream.get("degrading")
+        yield Finding("WARN" if short else "OK", text + (", outputs degraded" if stream.get("degrading") else ""),
+                      "lower source.fps or sizes, or disable outputs nobody uses" if short else "")
+        return
+    if cfg.fisheye.calibration is None and not cfg.source.uri.startswith(("demo", "auto")):
+        return
+    try:
+        ms, kernel = measure_correction_ms(cfg.source.width, cfg.source.height, cfg.fisheye.kernel)
+    except Exception as e:  # noqa: BLE001 - the native check above names the cause
+        yield Finding("WARN", f"could not time the correction here: {e}")
+        return
+    share = 100 * ms / budget
+    text = (f"headroom, measured here: the correction takes {ms:.1f} ms per {cfg.source.width}x"
+            f"{cfg.source.height} frame ({kernel}), {share:.0f}% of a frame at {cfg.source.fps} fps "
+            f"(up to ~{1000 / ms:.0f} fps)")
+    yield Finding("WARN" if share > 60 else "OK", text,
+                  "lower source.fps or the size: the correction alone would fill the frame time" if share > 60 else "")
+
+
 def running_status(cfg: Config) -> dict | None:
     """/api/status of a cuecast serving this config on this machine, if one answers."""
     if not cfg.http.enabled:
@@ -313,7 +381,7 @@ def run(cfg: Config) -> list[Finding]:
     for check in (check_elements, check_native, lambda: check_cameras(cfg), lambda: check_camera_controls(cfg),
                   lambda: check_ports(cfg, status),
                   lambda: check_shm(cfg, status), lambda: check_calibration(cfg), lambda: check_encoders(cfg),
-                  lambda: check_cpu(cfg), lambda: check_service(cfg, status)):
+                  lambda: check_cpu(cfg), lambda: check_headroom(cfg, status), lambda: check_service(cfg, status)):
         try:
             findings.extend(check())
         except Exception as e:  # noqa: BLE001 - a broken check must not hide the others

@@ -135,3 +135,4 @@ class CaptureStatus(BaseModel):
     controls: ControlsConfig
     camera: dict[str, Any] | None  # a V4L2 camera's control values as last read
     table: dict[str, Any]
+    headroom: dict[str, Any] = {}  # the capture path's per-frame work against its frame budget, CPU waits

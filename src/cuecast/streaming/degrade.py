@@ -11,7 +11,6 @@ The state and the reason are in /api/status under "degradation".
 
 from __future__ import annotations
 
-import glob
 import logging
 import time
 from collections.abc import Callable
@@ -69,18 +68,6 @@ class EntryCounters:
     idle: Callable[[], int]
     nominal_fps: Callable[[], float] = lambda: 0.0
     run_delay: Callable[[], float] = lambda: 0.0  # seconds our threads waited for a CPU, cumulative
-
-
-def thread_run_delay_s() -> float:
-    """Total time this process's threads spent runnable but waiting for a CPU (Linux schedstat), seconds."""
-    total = 0
-    for path in glob.glob("/proc/self/task/*/schedstat"):
-        try:
-            with open(path) as f:
-                total += int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
 
 
 @dataclass

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -109,11 +108,10 @@ def reload_config(service: Service) -> None:
 
 
 async def _cpu_sampler(service: Service) -> None:
-    proc = psutil.Process()
-    proc.cpu_percent(None)
     while True:
         await asyncio.sleep(CPU_SAMPLE_S)
-        service.cpu_percent = proc.cpu_percent(None)
+        service.load.sample()
+        service.cpu_percent = service.load.cpu_percent
 
 
 def _listeners(cfg: Config, service: Service, token: str | None) -> list[tuple[str, socket.socket, ASGIApp]]:

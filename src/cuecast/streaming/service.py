@@ -22,6 +22,7 @@ from cuecast.config import QUALITIES, Config, ControlsConfig, ReconnectConfig, r
 from cuecast.core import native
 from cuecast.core.errors import StartupError
 from cuecast.core.gst import GLib, Gst
+from cuecast.core.load import LoadMeter, box_status, thread_run_delay_s
 from cuecast.media.demo import resolve_table
 from cuecast.media.pipeline import Branch, OutputPipeline, View
 from cuecast.media.placeholder import NoSignalFeeder
@@ -31,7 +32,7 @@ from cuecast.protocol.control import CaptureLink, ControlError
 from cuecast.protocol.frame import FrameInfo
 from cuecast.protocol.messages import CaptureStatus, ControlsRequest, PipelineStatus, TableRequest
 from cuecast.protocol.worker import Runtime
-from cuecast.streaming.degrade import Degrader, EntryCounters, Group, Rated, thread_run_delay_s
+from cuecast.streaming.degrade import Degrader, EntryCounters, Group, Rated
 from cuecast.streaming.encoders import EncoderError, EncoderKind, choose
 from cuecast.streaming.outputs.entry import output_entry
 from cuecast.streaming.outputs.h264 import H264Hub, H264Output, encoder_status
@@ -126,6 +127,7 @@ class Service:
         self.encoder: EncoderKind | None = None
         self.encoder_reason = ""
         self.cpu_percent = 0.0
+        self.load = LoadMeter()  # sampled by the server's loop once a second
         self.priority = ""
         self.degrader: Degrader | None = None
         self._timers: list[int] = []
@@ -423,13 +425,15 @@ class Service:
         return {
             "capture": {"pid": cap.pid, "state": "running", "uptime_s": cap.uptime_s,
                         "cpu_percent": cap.cpu_percent, "priority": cap.priority,
-                        "restarts": restarts.get("capture", 0)} if cap else
+                        "restarts": restarts.get("capture", 0), "headroom": cap.headroom} if cap else
                        {"pid": sup.get("pids", {}).get("capture"), "state": "not answering",
                         "restarts": restarts.get("capture", 0)},
             "streaming": {"pid": os.getpid(), "state": "running",
                           "uptime_s": round(time.monotonic() - self.started_mono, 1) if self.started_mono else 0.0,
                           "cpu_percent": round(self.cpu_percent, 1), "priority": self.priority,
-                          "restarts": restarts.get("streaming", 0)},
+                          "restarts": restarts.get("streaming", 0),
+                          "headroom": {**self.load.status(),
+                                       "degrading": bool(self.degrader and self.degrader.degraded)}},
         }
 
     def outputs(self, cap: CaptureStatus | None) -> dict[str, dict[str, Any]]:
@@ -459,6 +463,7 @@ class Service:
             "healthy": self.healthy(),
             "source": source,
             "processes": self._processes(cap),
+            "box": box_status(self.load),
             "pipeline": {
                 **(cap.pipeline if cap else PipelineStatus()).model_dump(),
                 "streaming_frames_in": self.pipeline.frames_in if self.pipeline else 0,
