@@ -81,6 +81,7 @@ class Degrader:
     since: float | None = None
     steps_down: int = 0
     steps_up: int = 0
+    last_down: tuple[float, str, str] | None = None  # (when, why, what was lowered): kept after recovery
     _hold: float = 0.0
     _calm_since: float = field(default_factory=time.monotonic)
     _settle_until: float = 0.0
@@ -163,6 +164,7 @@ class Degrader:
                 self._apply(g)
                 self.steps_down += 1
                 self.reason = why
+                self.last_down = (now, why, f"{g.name} to {self._rates(g)}")
                 self.since = self.since or now
                 self._settle_until = now + SETTLE_S
                 log.warning("degrading: %s -> %s at %s", why, g.name, self._rates(g))
@@ -203,6 +205,8 @@ class Degrader:
             "since_s": round(time.monotonic() - self.since, 1) if self.since else None,
             "priority": [g.name for g in self.groups],
             "steps_down": self.steps_down, "steps_up": self.steps_up,
+            "last_step_down": {"s_ago": round(time.monotonic() - self.last_down[0], 1), "why": self.last_down[1],
+                               "lowered": self.last_down[2]} if self.last_down else None,
             "outputs": {o.name: {"fps_configured": o.configured_fps, "fps_target": o.fps}
                         for g in self.groups for o in g.outputs},
         }

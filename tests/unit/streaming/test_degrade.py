@@ -71,6 +71,8 @@ def test_lowers_mjpeg_first_and_recovers(monkeypatch: pytest.MonkeyPatch) -> Non
     for _ in range(20):
         sim.second()
     assert sim.fps["mjpeg medium"] == 30 and not sim.d.degraded and sim.d.status()["reason"] is None
+    last = sim.d.status()["last_step_down"]  # why it stepped down stays visible after the recovery
+    assert "shm delivered" in last["why"] and last["lowered"].startswith("mjpeg to ") and last["s_ago"] > 0
 
 
 def test_never_lowers_the_top_priority(monkeypatch: pytest.MonkeyPatch) -> None:
