@@ -236,6 +236,32 @@ bgr_part (void *arg, int part, int parts)
       j->dst, j->width * 3, j->width, r0, r1);
 }
 
+/* The same instant on the wall clock. The wall clock's offset from the monotonic one is read once per second
+ * of capture time and shared by every cuecastpack of the process, so the outputs of one frame (the backend's
+ * shared memory, the ring) write the same wall time into their trailers; it follows clock steps each second. */
+#define WALL_SLOTS 8
+static GMutex wall_lock;
+static struct
+{
+  gint64 second;
+  gint64 offset_ns;
+} wall_slots[WALL_SLOTS];
+
+static gint64
+wall_of (gint64 capture)
+{
+  const gint64 second = capture / GST_SECOND;
+  g_mutex_lock (&wall_lock);
+  const int k = (int) (second % WALL_SLOTS);
+  if (wall_slots[k].second != second || wall_slots[k].offset_ns == 0) {
+    wall_slots[k].second = second;
+    wall_slots[k].offset_ns = (g_get_real_time () - g_get_monotonic_time ()) * 1000;
+  }
+  const gint64 offset = wall_slots[k].offset_ns;
+  g_mutex_unlock (&wall_lock);
+  return capture + offset;
+}
+
 static void
 write_trailer (GstCuecastPack * self, GstBuffer * inbuf, guint8 * t)
 {
@@ -247,8 +273,7 @@ write_trailer (GstCuecastPack * self, GstBuffer * inbuf, guint8 * t)
   const guint32 flags = GST_BUFFER_FLAG_IS_SET (inbuf, CC_BUFFER_FLAG_PLACEHOLDER) ? CC_FLAG_PLACEHOLDER : 0;
   const guint64 seq = GST_BUFFER_OFFSET_IS_VALID (inbuf) ? GST_BUFFER_OFFSET (inbuf) : 0;
   const gint64 capture = GST_BUFFER_OFFSET_END_IS_VALID (inbuf) ? (gint64) GST_BUFFER_OFFSET_END (inbuf) : 0;
-  /* the same instant on the wall clock (both clocks read now: their offset, in microseconds) */
-  const gint64 wall_ns = capture ? capture + (g_get_real_time () - g_get_monotonic_time ()) * 1000 : 0;
+  const gint64 wall_ns = capture ? wall_of (capture) : 0;
 
   /* little-endian, the layout of frame.py's _HEAD: <8sHHIIIIQqq, zero-padded to 64 bytes */
   memset (t, 0, CC_TRAILER_SIZE);

@@ -71,6 +71,51 @@ def test_curl_sees_real_http_with_jpeg_parts(web: Web, tmp_path: Path) -> None:
         assert jpeg[:2] == b"\xff\xd8" and jpeg[length - 2:length] == b"\xff\xd9"
 
 
+def test_every_part_and_snapshot_carries_the_frame_identity_the_backend_sees(tmp_path: Path) -> None:
+    """X-Frame-Seq and X-Timestamp of an MJPEG part (read with curl) equal the backend's trailer for the same
+    frame: one frame identity on both outputs; the snapshot carries them too."""
+    import threading
+
+    from cuecast.consumer import GStreamerFrameConsumer
+
+    w = start_web(tmp_path)
+    trailer: dict[int, int] = {}
+    stop = threading.Event()
+    try:
+        with GStreamerFrameConsumer(tmp_path / "sock") as c:
+            def backend() -> None:
+                for _frame, info in c.frames(timeout=0.5):
+                    trailer[info.seq] = info.capture_wall_ns
+                    if stop.is_set():
+                        return
+
+            reader = threading.Thread(target=backend, daemon=True)
+            reader.start()
+            body = tmp_path / "body"
+            subprocess.run(["curl", "-s", "-o", str(body), "--max-time", "3", f"{w.medium}/"], capture_output=True)
+            stop.set()
+            reader.join(5)
+        parts = body.read_bytes().split(b"--cuecastframe\r\n")[1:-1]
+        ids: dict[int, str] = {}
+        for p in parts:
+            head = dict(line.split(": ", 1) for line in p.partition(b"\r\n\r\n")[0].decode().split("\r\n"))
+            ids[int(head["X-Frame-Seq"])] = head["X-Timestamp"]
+        seqs = sorted(ids)
+        assert len(seqs) >= 20 and seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # capture numbers
+        common = [s for s in seqs if s in trailer]
+        assert len(common) >= 20, (seqs[:5], sorted(trailer)[:5])
+        bad = [(s, ids[s], trailer[s]) for s in common
+               if ids[s] != f"{trailer[s] // 1_000_000_000}.{trailer[s] // 1000 % 1_000_000:06d}"]
+        assert not bad, (len(bad), len(common), bad[:5])
+        snap = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null", f"{w.medium}/snapshot.jpg"],
+                              capture_output=True, text=True, timeout=10).stdout.lower()
+        assert "x-frame-seq: " in snap and "x-timestamp: " in snap, snap
+        seq = int(snap.split("x-frame-seq: ")[1].split()[0])
+        assert seq >= seqs[-1]
+    finally:
+        w.svc.close()
+
+
 @pytest.mark.parametrize(("port_key", "size"), [("medium", (1280, 720)), ("low", (640, 480))])
 def test_ffprobe_reads_mjpeg_at_the_right_size(web: Web, port_key: str, size: tuple[int, int]) -> None:
     r = subprocess.run(

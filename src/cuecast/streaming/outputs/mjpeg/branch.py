@@ -36,6 +36,8 @@ class JpegFrame:
     capture_ns: int  # CLOCK_MONOTONIC of the source frame (0 if unknown)
     published_mono: float
     wire: bytes | None = None  # the frame as sent (e.g. one multipart part), built once for all clients
+    frame_seq: int | None = None  # the capture process's frame number (the backend's trailer has the same)
+    capture_wall_ns: int = 0  # its capture time, wall clock (the trailer's)
 
 
 class HubFull(Exception):
@@ -79,18 +81,19 @@ class FrameHub:
 
     # -- producer side -------------------------------------------------------------------------------
 
-    def publish_threadsafe(self, data: bytes, capture_ns: int) -> None:
+    def publish_threadsafe(self, data: bytes, capture_ns: int, frame_seq: int | None = None,
+                           capture_wall_ns: int = 0) -> None:
         loop = self.loop
         if loop is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(self._publish, data, capture_ns)
+                loop.call_soon_threadsafe(self._publish, data, capture_ns, frame_seq, capture_wall_ns)
             except RuntimeError:  # loop closing during shutdown
                 pass
 
-    def _publish(self, data: bytes, capture_ns: int) -> None:
+    def _publish(self, data: bytes, capture_ns: int, frame_seq: int | None = None, capture_wall_ns: int = 0) -> None:
         self._seq += 1
         now = time.monotonic()
-        self.latest = JpegFrame(self._seq, data, capture_ns, now)
+        self.latest = JpegFrame(self._seq, data, capture_ns, now, frame_seq=frame_seq, capture_wall_ns=capture_wall_ns)
         self.frames_published += 1
         self._publish_times.append(now)
         while self._publish_times and now - self._publish_times[0] > FPS_WINDOW_S:
@@ -274,7 +277,10 @@ class MjpegOutput:
             data = bytes(mi.data)
         finally:
             buf.unmap(mi)
-        self.hub.publish_threadsafe(data, meta.capture_ns if meta else 0)
+        if meta is None:
+            self.hub.publish_threadsafe(data, 0)
+        else:
+            self.hub.publish_threadsafe(data, meta.capture_ns, meta.seq, meta.capture_wall_ns)
         return Gst.FlowReturn.OK
 
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from cuecast.config import Quality
-from cuecast.streaming.outputs.mjpeg.branch import FrameHub, HubFull
+from cuecast.streaming.outputs.mjpeg.branch import FrameHub, HubFull, JpegFrame
 from cuecast.streaming.service import Service
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,22 @@ async def send_text(send: Send, status: int, text: str, extra: list[tuple[bytes,
     await send({"type": "http.response.body", "body": body})
 
 
-def part(data: bytes, seq: int, capture_ns: int) -> bytes:
-    head = (
-        f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n"
-        f"X-Frame-Seq: {seq}\r\nX-Capture-Ns: {capture_ns}\r\n\r\n"
-    ).encode()
-    return head + data + b"\r\n"
+def identity(frame: JpegFrame) -> list[tuple[str, str]]:
+    """The frame's identity as headers: X-Frame-Seq (the capture process's frame number, the same as in the
+    backend's trailer), X-Timestamp (its capture time, wall clock, seconds with microseconds, as uStreamer
+    sends it) and X-Capture-Ns (CLOCK_MONOTONIC, for latency on this machine)."""
+    out = [("X-Frame-Seq", str(frame.frame_seq if frame.frame_seq is not None else frame.seq))]
+    if frame.capture_wall_ns:
+        wall = frame.capture_wall_ns
+        out.append(("X-Timestamp", f"{wall // 1_000_000_000}.{wall // 1000 % 1_000_000:06d}"))
+    out.append(("X-Capture-Ns", str(frame.capture_ns)))
+    return out
+
+
+def part(frame: JpegFrame) -> bytes:
+    ids = "".join(f"{k}: {v}\r\n" for k, v in identity(frame))
+    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.data)}\r\n{ids}\r\n".encode()
+    return head + frame.data + b"\r\n"
 
 
 async def stream(hub: FrameHub, scope: Scope, receive: Receive, send: Send, client_timeout: float) -> None:
@@ -84,7 +94,7 @@ async def stream(hub: FrameHub, scope: Scope, receive: Receive, send: Send, clie
             if frame is None:
                 break
             if frame.wire is None:  # framed once per frame, the same bytes for every client
-                frame.wire = part(frame.data, frame.seq, frame.capture_ns)
+                frame.wire = part(frame)
             chunk = frame.wire
             try:
                 await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": True}),
@@ -117,7 +127,8 @@ async def snapshot(hub: FrameHub, send: Send) -> None:
     if frame is None:
         await send_text(send, 503, "no frame available yet (is the source running?)", [(b"retry-after", b"2")])
         return
-    headers = [(b"content-type", b"image/jpeg"), (b"content-length", str(len(frame.data)).encode()), *NO_CACHE]
+    headers = [(b"content-type", b"image/jpeg"), (b"content-length", str(len(frame.data)).encode()), *NO_CACHE,
+               *((k.lower().encode(), v.encode()) for k, v in identity(frame))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": frame.data})
 
