@@ -2,22 +2,16 @@
 
 schema.py (every key and its bounds, which apply live), load.py (search order, merge, migration, errors that
 name the key and YAML line), reload.py (what a SIGHUP changes), save.py (writing live changes back, masking).
+This package exports what the rest of cuecast uses; the modules' own constants stay in them.
 """
 
 from cuecast.config.load import (
-    ENV_CONFIG,
-    ENV_NOT_CONFIG,
-    ENV_PREFIX,
-    SECRET_KEYS,
-    SYSTEM_CONFIG,
     LoadedConfig,
-    env_overrides,
     find_config_file,
     load_config,
 )
 from cuecast.config.reload import (
     changed_keys,
-    live_key,
     reload_plan,
     reread,
 )
@@ -29,12 +23,7 @@ from cuecast.config.save import (
     save_table_path,
 )
 from cuecast.config.schema import (
-    CONTROL_NAME,
-    DEFAULT_PRIORITY,
-    LIVE,
-    MOVED_TO_H264,
     QUALITIES,
-    VIEW_HELP,
     AuthConfig,
     CameraConfig,
     Config,
@@ -66,23 +55,16 @@ __all__ = [
     "QUALITIES",
     "Quality",
     "AuthConfig",
-    "CONTROL_NAME",
     "CameraConfig",
     "Config",
     "ConfigError",
     "ControlsConfig",
-    "DEFAULT_PRIORITY",
     "DegradeConfig",
-    "ENV_CONFIG",
-    "ENV_NOT_CONFIG",
-    "ENV_PREFIX",
     "FisheyeConfig",
     "H264Config",
     "HttpConfig",
-    "LIVE",
     "LoadedConfig",
     "LogConfig",
-    "MOVED_TO_H264",
     "MjpegConfig",
     "MjpegStreamConfig",
     "OutputGroup",
@@ -92,19 +74,14 @@ __all__ = [
     "ReplayConfig",
     "RtspConfig",
     "RtspUser",
-    "SECRET_KEYS",
-    "SYSTEM_CONFIG",
     "ShmConfig",
     "SourceConfig",
     "TableConfig",
-    "VIEW_HELP",
     "View",
     "WebRtcConfig",
     "changed_keys",
     "dump_config",
-    "env_overrides",
     "find_config_file",
-    "live_key",
     "load_config",
     "mask_url",
     "reload_plan",

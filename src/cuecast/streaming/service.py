@@ -34,7 +34,7 @@ from cuecast.protocol.messages import CaptureStatus, ControlsRequest, PipelineSt
 from cuecast.protocol.worker import Runtime
 from cuecast.streaming.degrade import Degrader, EntryCounters, Group, Rated
 from cuecast.streaming.encoders import EncoderError, EncoderKind, choose
-from cuecast.streaming.outputs.entry import output_entry
+from cuecast.streaming.outputs.entry import COMMON, entry_from
 from cuecast.streaming.outputs.h264 import H264Hub, H264Output, encoder_status
 from cuecast.streaming.outputs.h264 import status_entry as h264_entry
 from cuecast.streaming.outputs.mjpeg.branch import FrameHub, MjpegOutput
@@ -439,9 +439,8 @@ class Service:
     def outputs(self, cap: CaptureStatus | None) -> dict[str, dict[str, Any]]:
         """Every output's own entry (the same fields first, then its own): collected, not built here."""
         shm = cap.shm if cap else {"enabled": self.cfg.shm.enabled}
-        common = ("clients", "fps", "frames_sent", "frames_dropped", "bytes_sent")
-        out = {"shm": output_entry(bool(shm.get("enabled")), *(shm.get(k, 0) for k in common),
-                                   **{k: shm[k] for k in ("socket", "width", "height", "view") if k in shm})}
+        shown = (*COMMON, "socket", "width", "height", "view")  # the capture process's shm stats, less its format
+        out = {"shm": entry_from(bool(shm.get("enabled")), {k: v for k, v in shm.items() if k in shown})}
         for q in QUALITIES:
             out[f"mjpeg_{q}"] = mjpeg_entry(getattr(self.cfg.mjpeg, q), self.hubs.get(q))
         enc = encoder_status(self.h264_hub, self.encoder, self.encoder_reason, self.cfg.h264_size, self.cfg.h264.fps)

@@ -21,6 +21,16 @@ class RateMeter:
         self._last = (now, count)
 
 
+COMMON = ("clients", "fps", "frames_sent", "frames_dropped", "bytes_sent")
+
+
+def entry_from(enabled: bool, stats: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An entry from an output's own stats dict: its common fields first, the rest after `extra`."""
+    rest = {k: v for k, v in stats.items() if k not in COMMON and k not in extra}
+    return output_entry(enabled, stats.get("clients", 0), stats.get("fps", 0.0), stats.get("frames_sent", 0),
+                        stats.get("frames_dropped", 0), stats.get("bytes_sent", 0), **extra, **rest)
+
+
 def output_entry(enabled: bool, clients: int = 0, fps: float = 0.0, frames_sent: int = 0, frames_dropped: int = 0,
                  bytes_sent: int = 0, **extra: Any) -> dict[str, Any]:
     """One output in /api/status and /metrics: the same fields for every output, then its own."""

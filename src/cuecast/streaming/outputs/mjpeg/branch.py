@@ -20,7 +20,7 @@ from typing import Any
 from cuecast.config import MjpegStreamConfig
 from cuecast.core.gst import Gst
 from cuecast.media.pipeline import DemandGate, OutputPipeline, queue_name
-from cuecast.streaming.outputs.entry import output_entry
+from cuecast.streaming.outputs.entry import entry_from
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,5 @@ class MjpegOutput:
 def status_entry(qc: MjpegStreamConfig, hub: FrameHub | None) -> dict[str, Any]:
     """This quality's entry in /api/status (`hub` None: disabled in the config)."""
     st = hub.stats() if hub else {}
-    common = ("clients", "fps", "frames_sent", "frames_dropped", "bytes_sent")
-    return output_entry(hub is not None, *(st.get(k, 0) for k in common), port=qc.port, width=qc.width,
-                        height=qc.height, fps_configured=qc.fps, quality=qc.quality,
-                        **{k: v for k, v in st.items() if k not in common})
+    return entry_from(hub is not None, st, port=qc.port, width=qc.width, height=qc.height, fps_configured=qc.fps,
+                      quality=qc.quality)
