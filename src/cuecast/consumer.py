@@ -3,7 +3,7 @@
 Owns connecting to the producer's socket (also before the producer exists), reading frames as numpy BGR
 arrays with their metadata (frame.py, the same module the producer packs with), and reconnecting by
 itself: shmsrc never reconnects, so on an error its pipeline is set to NULL and rebuilt. Needs GStreamer
-and numpy, never FastAPI or the service.
+and numpy, never FastAPI or the service; `post_event` speaks the service's HTTP API with the standard library.
 
     with GStreamerFrameConsumer("/tmp/camera-backend") as c:
         frame = c.get_frame(timeout=1.0)   # (H, W, 3) uint8 BGR, or None
@@ -12,6 +12,8 @@ and numpy, never FastAPI or the service.
 
     for frame, info in c.frames():         # a tracker: every frame, in order (info.seq +1 each time)
         if info.dropped_before: ...        # frames missed just before this one (this reader was too slow)
+        if shot_started:                   # an event at this frame, and its frame-exact clip (replay on)
+            c.post_event("shot", frame=info.seq, before=3, after=5, data={"overlay": ...})
 
 Frames are held as they arrive (no copy in the streaming thread); `copy=True` (the default) copies one out
 when it is read, `copy=False` lends the shared-memory block itself until the next read.
@@ -19,15 +21,19 @@ when it is read, `copy=False` lends the shared-memory block itself until the nex
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -37,11 +43,16 @@ from cuecast.protocol.frame import FrameFormatError, FrameInfo
 log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 0.05  # how often to look for a missing or dead producer (a stat(); resume within 1 s)
+DEFAULT_API = "http://127.0.0.1:8000"  # the service's HTTP API (http.port), for post_event
 BUS_POLL_NS = 50 * Gst.MSECOND
 STALE_RETRY_S = 2.0  # retry a socket file that failed, unless it is replaced sooner
 # frames(): frames kept for a reader that is momentarily behind. Each holds one of the producer's shared-memory
 # blocks (shm.buffers, 6 by default), and the producer drops a frame for everyone when readers hold them all.
 ORDERED_QUEUE = 3
+
+
+class EventError(Exception):
+    """The service refused an event, or cannot be reached; the message says which and why."""
 
 
 class GStreamerFrameConsumer:
@@ -54,9 +65,14 @@ class GStreamerFrameConsumer:
         width: int | None = None,
         height: int | None = None,
         reconnect_interval: float = RECONNECT_INTERVAL_S,
+        api: str = DEFAULT_API,
+        token: str | None = None,
     ) -> None:
-        """`width`/`height` are only needed for a producer that sends no cuecast trailer."""
+        """`width`/`height` are only needed for a producer that sends no cuecast trailer. `api` and `token` (default
+        $CUECAST_TOKEN) are the service's HTTP API, for `post_event`."""
         self.socket_path = Path(socket_path)
+        self.api = api
+        self.token = token if token is not None else os.environ.get("CUECAST_TOKEN")
         self._fallback_size = (width, height) if width and height else None
         self.reconnect_interval = reconnect_interval
         self._cond = threading.Condition()
@@ -80,6 +96,42 @@ class GStreamerFrameConsumer:
         self._ordered_last_seq: int | None = None
         self._ordered_max = ORDERED_QUEUE
         self.last_info: FrameInfo | None = None  # metadata of the frame get_frame last returned
+
+    # -- events --------------------------------------------------------------------------------------
+
+    def post_event(self, kind: str, *, frame: int | None = None, time: float | None = None, label: str = "",
+                   data: dict[str, Any] | None = None, before: float | None = None, after: float | None = None,
+                   wait: bool = False, api: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """Record an event at frame `frame` (an `info.seq`) or capture time `time` (`info.capture_time`); with
+        `before`/`after` (seconds) the service cuts that frame-exact clip. Returns the event as the service
+        keeps it (its `clip.id` names the clip; with `wait` the clip is written, or says why not). Raises
+        EventError naming what the service refused."""
+        body: dict[str, Any] = {"kind": kind, "label": label, "wait": wait}
+        if frame is not None:
+            body["frame"] = frame
+        if time is not None:
+            body["time"] = time
+        if data is not None:
+            body["data"] = data
+        if before is not None or after is not None:
+            body["clip"] = {"before": 3.0 if before is None else before, "after": 5.0 if after is None else after}
+        url = f"{(api or self.api).rstrip('/')}/api/events"
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return dict(json.loads(r.read()))
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            try:
+                detail = str(json.loads(detail)["detail"])
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise EventError(f"{url} answered {e.code}: {detail}") from None
+        except OSError as e:
+            raise EventError(f"no cuecast API at {url} ({e}): is the service running, and http.port right?") from None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

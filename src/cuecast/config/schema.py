@@ -251,6 +251,13 @@ class ReplayConfig(_Model):
     max_bytes: int = Field(2 * 2**30, ge=2**20, le=2**42, description="the oldest go beyond this many bytes")
 
 
+class EventsConfig(_Model):
+    """Events from the backend (POST /api/events: a shot at frame N, with its clip), kept on disk."""
+
+    dir: Path | None = Field(None, description="where events are kept; default: an events folder in replay.dir")
+    max_events: int = Field(10_000, ge=10, le=1_000_000, description="the oldest go beyond this many")
+
+
 OutputGroup = Literal["shm", "h264", "mjpeg"]
 DEFAULT_PRIORITY: tuple[OutputGroup, ...] = ("shm", "h264", "mjpeg")
 
@@ -359,6 +366,7 @@ class Config(_Model):
     degrade: DegradeConfig = DegradeConfig()
     priority: PriorityConfig = PriorityConfig()
     replay: ReplayConfig = ReplayConfig()
+    events: EventsConfig = EventsConfig()
     publish: list[PublishTarget] = Field(default_factory=list, description="media servers to push H.264 to")
     log: LogConfig = LogConfig()
 
@@ -410,6 +418,10 @@ class Config(_Model):
         if self.h264_wanted:
             rates.append(self.h264.fps)
         return min(self.source.fps, max(rates, default=self.source.fps))
+
+    @property
+    def events_dir(self) -> Path:
+        return self.events.dir if self.events.dir is not None else self.replay.dir / "events"
 
     @property
     def h264_size(self) -> tuple[int, int]:

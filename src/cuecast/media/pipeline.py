@@ -394,9 +394,13 @@ class OutputPipeline:
             appsrc.emit("push-buffer", out)
 
     def frame_meta(self, buf: Gst.Buffer) -> FrameMeta | None:
-        """Metadata of a frame, found by its PTS (unique per frame, kept by scalers and encoders)."""
+        """Metadata of a frame, found by its PTS (unique per frame, kept by scalers and JPEG encoders; an H.264
+        encoder may shift it, see outputs/h264.py)."""
+        return self.frame_meta_at(buf.pts)
+
+    def frame_meta_at(self, pts: int) -> FrameMeta | None:
         with self._lock:
-            return self._meta.get(buf.pts)
+            return self._meta.get(pts)
 
     @property
     def correction_ms(self) -> float | None:

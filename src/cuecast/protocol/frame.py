@@ -88,6 +88,11 @@ class FrameInfo:
     def view(self) -> str:
         return self.geometry.view
 
+    @property
+    def capture_time(self) -> float:
+        """Capture wall time in seconds (an MJPEG part's X-Timestamp, an event's `time`)."""
+        return self.capture_wall_ns / 1e9
+
     def image_size(self) -> int:
         return image_size(self.format, self.width, self.height)
 

@@ -34,6 +34,7 @@ from cuecast.protocol.messages import CaptureStatus, ControlsRequest, PipelineSt
 from cuecast.protocol.worker import Runtime
 from cuecast.streaming.degrade import Degrader, EntryCounters, Group, Rated
 from cuecast.streaming.encoders import EncoderError, EncoderKind, choose
+from cuecast.streaming.events import EventFeed, EventStore
 from cuecast.streaming.outputs.entry import COMMON, entry_from
 from cuecast.streaming.outputs.h264 import H264Hub, H264Output, encoder_status
 from cuecast.streaming.outputs.h264 import status_entry as h264_entry
@@ -124,6 +125,8 @@ class Service:
         self.webrtc: WebRtcOutput | None = None
         self.publishers: list[Publisher] = []
         self.replay: Replay | None = None
+        self.events = EventStore(cfg.events_dir, cfg.events.max_events)
+        self.event_feed = EventFeed()
         self.encoder: EncoderKind | None = None
         self.encoder_reason = ""
         self.cpu_percent = 0.0
@@ -230,6 +233,7 @@ class Service:
             rc = cfg.replay
             self.replay = Replay(rc.seconds, rc.dir, rc.max_clips, rc.max_bytes)
             self.replay.start(self.h264_hub)
+        self.events.load()
         self.degrader = self._degrader(self.pipeline)
         self._timers = [GLib.timeout_add_seconds(1, self._tick), GLib.timeout_add(DEMAND_POLL_MS, self._demand)]
         ring = SourceSpec("ring", str(self.runtime.ring))
@@ -478,6 +482,8 @@ class Service:
         }
         out["publish"] = [p.stats() for p in self.publishers]
         out["replay"] = self.replay.stats() if self.replay else {"enabled": False}
+        out["events"] = {**self.events.stats(), "listeners": self.event_feed.listeners,
+                         "listeners_dropped": self.event_feed.dropped}
         if self.degrader is not None:
             out["degradation"] = self.degrader.status()
             # Shared memory is served by the capture process, first in priority: never lowered.

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from cuecast.core.gst import Gst, GstVideo
-from cuecast.media.pipeline import DemandGate, OutputPipeline, queue_name
+from cuecast.media.pipeline import DemandGate, FrameMeta, OutputPipeline, queue_name
 from cuecast.streaming.encoders import EncoderKind
 from cuecast.streaming.outputs.entry import RateMeter, output_entry
 
@@ -39,7 +40,9 @@ class H264Subscriber(Protocol):
 
 
 class H264Hub:
-    """Encoded-frame fan-out (thread-safe)."""
+    """Encoded-frame fan-out (thread-safe). Each access unit carries the identity of the frame it encodes:
+    `offset` is the capture process's frame number (the backend's `seq`) and `offset_end` its capture wall
+    time in ns (the backend's trailer); both are GST_BUFFER_OFFSET_NONE for a placeholder frame."""
 
     def __init__(self) -> None:
         self._subs: list[H264Subscriber] = []
@@ -158,13 +161,16 @@ class H264Output:
         self.hub = hub
         self.gate = DemandGate(fps, source_fps, lambda: hub.demand)
         self._enc_src: Gst.Pad | None = None
+        self._frames: OutputPipeline | None = None
+        self._in_flight: deque[int] = deque(maxlen=64)  # PTS of frames handed to the encoder, not out yet
+        self._shift = 0  # the encoder's output PTS minus its input PTS (x264enc adds up to 1000 h)
         self._key_requested = 0.0  # monotonic time of the last request still waiting for its IDR
         hub.request_keyframe = self.request_keyframe
         self.set_fps(fps)
 
     def fragment(self) -> str:
         return (
-            f"videoscale ! video/x-raw,width={self.width},height={self.height},pixel-aspect-ratio=1/1 "
+            f"videoscale name=h264_scale ! video/x-raw,width={self.width},height={self.height},pixel-aspect-ratio=1/1 "
             f"! {self.encoder.fragment(self.kbps, self.gop)} ! h264parse name=h264_parse config-interval=-1 "
             "! video/x-h264,stream-format=byte-stream,alignment=au "
             "! appsink name=h264_sink emit-signals=true sync=false async=false max-buffers=4 drop=false qos=false"
@@ -172,6 +178,9 @@ class H264Output:
 
     def attach(self, pipeline: Gst.Pipeline, frames: OutputPipeline) -> None:
         self.gate.install(pipeline, queue_name(self))
+        self._frames = frames
+        self._in_flight.clear()
+        pipeline.get_by_name("h264_scale").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._into_encoder)
         self._enc_src = pipeline.get_by_name("h264_parse").get_static_pad("sink").get_peer()
         pipeline.get_by_name("h264_sink").connect("new-sample", self._on_sample)
 
@@ -206,8 +215,35 @@ class H264Output:
         buf = sample.get_buffer()
         if not buf.has_flags(Gst.BufferFlags.DELTA_UNIT):
             self._key_requested = 0.0
+        meta = self._identity(buf.pts)
+        buf = buf.copy()  # shallow: the access unit carries its frame's identity (see H264Hub)
+        if meta is not None and not meta.placeholder:
+            buf.offset, buf.offset_end = meta.seq, meta.capture_wall_ns
+        else:
+            buf.offset = buf.offset_end = Gst.BUFFER_OFFSET_NONE
         self.hub.publish(buf, sample.get_caps())
         return Gst.FlowReturn.OK
+
+    def _into_encoder(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        self._in_flight.append(info.get_buffer().pts)
+        return Gst.PadProbeReturn.OK
+
+    def _identity(self, pts: int) -> FrameMeta | None:
+        """The frame an access unit encodes. Encoders keep the frames' order (no B-frames) but may shift their
+        timestamps by a constant: matched by PTS minus the shift, which is learnt again from the oldest frame in
+        the encoder when it does not match (the first frame, a new encoder)."""
+        frames, flight = self._frames, self._in_flight
+        if frames is None or not flight:
+            return None
+        want = pts - self._shift
+        if want in flight:
+            while flight and flight[0] != want:  # frames the encoder dropped
+                flight.popleft()
+        else:
+            self._shift = pts - flight[0]
+            want = flight[0]
+        flight.popleft()
+        return frames.frame_meta_at(want)
 
 
 def encoder_status(hub: H264Hub, encoder: EncoderKind | None, reason: str, size: tuple[int, int],

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 STREAM_PATHS = ("/stream/", "/snapshot.jpg", "/api/status", "/metrics", "/api/table/frame.jpg",
-                "/api/table/preview.jpg", "/api/clips")
+                "/api/table/preview.jpg", "/api/clips", "/api/events")
 WHEP_PATH = "/whep/"  # WebRTC playback: POST/DELETE here start and end *viewing*, they change nothing
 OPEN_PATHS = {"/healthz"}
 MAX_HEADER_BYTES = 16 * 1024

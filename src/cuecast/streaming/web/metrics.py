@@ -86,6 +86,17 @@ class StatusCollector:
                                     rp["seconds_held"])
             yield GaugeMetricFamily("cuecast_replay_bytes_held", "Bytes of H.264 kept for replay", rp["bytes_held"])
             yield GaugeMetricFamily("cuecast_replay_clips", "Replay clips on disk", rp["clips"])
+        ev = st.get("events") or {}
+        posted = CounterMetricFamily("cuecast_events_posted", "Events posted since start", labels=["kind"])
+        for kind, n in sorted((ev.get("posted") or {}).items()):
+            posted.add_metric([kind], n)
+        clips = CounterMetricFamily("cuecast_event_clips", "Clips of events by outcome since start", labels=["status"])
+        for status in ("ready", "failed"):
+            clips.add_metric([status], (ev.get("clips") or {}).get(status, 0))
+        yield posted
+        yield clips
+        yield GaugeMetricFamily("cuecast_events_kept", "Events kept on disk", ev.get("kept", 0))
+        yield GaugeMetricFamily("cuecast_event_listeners", "Live event feed listeners", ev.get("listeners", 0))
 
 
 def router(service: Service) -> APIRouter:

@@ -2,11 +2,14 @@
 
 Owns the ring (a subscriber of the one H.264 hub: with replay on, the encoder runs all the time; the ring keeps
 whole key-frame intervals, so a clip can start on a key frame and memory stays within seconds x bitrate plus
-one interval), writing a clip (the access units from the key frame at or before the requested start, remuxed
-by h264parse ! mp4mux faststart=true: no re-encode), and the clip store on disk (a temporary name renamed into
-place, so a half-written file is never listed; a JSON side file per clip; retention by count and bytes, oldest
-first; rebuilt from the directory at start). Errors a person can fix are ReplayError with an HTTP status:
-503 for an unwritable directory or no frames yet, 507 for a full disk.
+one interval; each access unit keeps its frame's identity, the capture process's `seq` and capture wall time),
+writing a clip (the access units from the key frame at or before the requested start, remuxed by h264parse !
+mp4mux faststart=true: no re-encode; a frame-exact clip then starts presentation at the asked frame with an
+edit list, mp4.py, and lists every shown frame's identity), and the clip store on disk (a temporary name
+renamed into place, so a half-written file is never listed; a JSON side file per clip; retention by count and
+bytes, oldest first; rebuilt from the directory at start). Errors a person can fix are ReplayError with an
+HTTP status: 503 for an unwritable directory or no frames yet, 507 for a full disk, 410 for frames no longer
+kept.
 
 Threads: `push` runs in the encoder's streaming thread (a copy of each access unit into the ring, under a
 lock); `take` and `extend` are quick (a list of references); `write` blocks and runs in the caller's thread
@@ -15,6 +18,7 @@ lock); `take` and `extend` are quick (a list of references); `write` blocks and 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import errno
 import json
@@ -24,11 +28,12 @@ import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cuecast.core.gst import Gst, pending_error
+from cuecast.streaming.outputs.replay.mp4 import Mp4Error, start_at
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,14 @@ class AccessUnit:
     key: bool
     wall: float  # time.time() when it arrived
     mono: float
+    frame_seq: int | None = None  # the capture process's frame number (the backend's seq); None: placeholder
+    capture_wall_ns: int | None = None  # the frame's capture wall time (the backend's trailer)
+
+    @property
+    def frame(self) -> dict[str, Any]:
+        """The frame's identity as a clip lists it."""
+        t = None if self.capture_wall_ns is None else round(self.capture_wall_ns / 1e9, 6)
+        return {"seq": self.frame_seq, "capture_time": t}
 
 
 @dataclass
@@ -64,13 +77,18 @@ class Clip:
     created: str
     width: int = 0
     height: int = 0
+    event: str | None = None  # the event it was made for
+    frames: list[dict[str, Any]] = field(default_factory=list)  # every shown frame: seq, capture_time
 
     @property
     def url(self) -> str:
         return f"/api/clips/{self.id}.mp4"
 
-    def public(self) -> dict[str, Any]:
-        return {**asdict(self), "url": self.url}
+    def public(self, frames: bool = True) -> dict[str, Any]:
+        out = {**asdict(self), "url": self.url, "frame_count": len(self.frames)}
+        if not frames:
+            del out["frames"]
+        return out
 
 
 @dataclass
@@ -79,6 +97,8 @@ class Take:
 
     aus: list[AccessUnit]
     caps: Gst.Caps
+    shown_from: int = 0  # the first access unit shown (a frame-exact start); those before only lead up to it
+    until_ns: int | None = None  # a frame-exact end: the last frame captured at or before this wall time
 
 
 class ReplayRing:
@@ -100,8 +120,10 @@ class ReplayRing:
         duration = buf.duration if buf.duration != Gst.CLOCK_TIME_NONE else Gst.SECOND // 30
         self._seq += 1
         mono = time.monotonic() if now is None else now
+        known = buf.offset != Gst.BUFFER_OFFSET_NONE
         au = AccessUnit(self._seq, buf.extract_dup(0, buf.get_size()), buf.pts, duration,
-                        not buf.has_flags(Gst.BufferFlags.DELTA_UNIT), time.time() - (time.monotonic() - mono), mono)
+                        not buf.has_flags(Gst.BufferFlags.DELTA_UNIT), time.time() - (time.monotonic() - mono), mono,
+                        buf.offset if known else None, buf.offset_end if known else None)
         with self._lock:
             if self.caps is None or not self.caps.is_equal(caps):
                 self.caps = caps
@@ -137,6 +159,45 @@ class ReplayRing:
         while start < len(aus) and not aus[start].key:
             start += 1
         return aus[start:], caps
+
+    def cut_at(self, start_ns: int) -> tuple[list[AccessUnit], Gst.Caps | None, int]:
+        """(the access units from the key frame at or before the first frame captured at or after `start_ns`
+        (wall ns) to now, caps, the index of that first frame). The oldest kept frame if all are later."""
+        with self._lock:
+            aus = list(self._aus)
+            caps = self.caps
+        first = next((i for i, a in enumerate(aus) if a.capture_wall_ns is not None
+                      and a.capture_wall_ns >= start_ns), len(aus))
+        key = next((i for i in range(min(first, len(aus) - 1), -1, -1) if aus[i].key), None)
+        if key is None:  # the ring begins on a key frame; nothing before it can be shown
+            key = next((i for i, a in enumerate(aus) if a.key), len(aus))
+            first = max(first, key)
+        return aus[key:], caps, first - key
+
+    def frame(self, seq: int) -> AccessUnit | None:
+        """The kept access unit of frame `seq` (the capture process's number), or of the first encoded frame
+        after it (the H.264 rate can be below the camera's); None if it is not kept (too old, or not yet)."""
+        with self._lock:
+            known = [a for a in self._aus if a.frame_seq is not None]
+        if not known or not known[0].frame_seq <= seq <= known[-1].frame_seq:  # type: ignore[operator]
+            return None
+        return next(a for a in known if a.frame_seq >= seq)  # type: ignore[operator]
+
+    def frame_range(self) -> tuple[int, int] | None:
+        """(oldest, newest) frame number kept."""
+        with self._lock:
+            known = [a.frame_seq for a in self._aus if a.frame_seq is not None]
+        return (known[0], known[-1]) if known else None
+
+    def newest(self) -> AccessUnit | None:
+        """The newest kept access unit that belongs to a camera frame."""
+        with self._lock:
+            return next((a for a in reversed(self._aus) if a.capture_wall_ns is not None), None)
+
+    def oldest_frame_ns(self) -> int | None:
+        """Capture wall time of the oldest kept frame."""
+        with self._lock:
+            return next((a.capture_wall_ns for a in self._aus if a.capture_wall_ns is not None), None)
 
     def since(self, seq: int) -> list[AccessUnit]:
         """The access units after number `seq` (the rest of a clip that keeps recording)."""
@@ -235,6 +296,8 @@ class Replay:
         self.ring = ReplayRing(seconds)
         self.store = ClipStore(directory, max_clips, max_bytes)
         self._write_lock = threading.Lock()
+        self.mux_turn = asyncio.Lock()  # clips wait for the muxer here, in the event loop, not in a worker thread
+        self.pending = 0  # clips being made (waiting for their end, or for the muxer)
 
     def start(self, hub: Any) -> None:
         self.store.load()
@@ -252,20 +315,48 @@ class Replay:
             raise ReplayError(503, "no H.264 frames kept yet: replay has just started; try again in a few seconds")
         return Take(aus, caps)
 
+    def take_from(self, start_ns: int, until_ns: int | None = None) -> Take:
+        """Frame-exact: from the first frame captured at or after `start_ns` (wall ns; decoding starts on the
+        key frame before it) up to now, later cut at `until_ns` (the last frame captured at or before it)."""
+        self.store.check_writable()
+        oldest = self.ring.oldest_frame_ns()
+        aus, caps, shown_from = self.ring.cut_at(start_ns)
+        if oldest is None or caps is None or shown_from >= len(aus):
+            raise ReplayError(503, "no H.264 frames kept yet: replay has just started; try again in a few seconds")
+        if until_ns is not None and until_ns < oldest:
+            raise ReplayError(410, f"the asked frames are no longer kept: replay keeps the last "
+                                   f"{self.ring.seconds:g} s (replay.seconds)")
+        return Take(aus, caps, shown_from, until_ns)
+
     def extend(self, take: Take) -> None:
         """Add what arrived since `take` was cut (a clip that kept recording)."""
         take.aus += self.ring.since(take.aus[-1].seq)
 
-    def write(self, take: Take, label: str = "") -> Clip:
+    def covered(self, until_ns: int) -> bool:
+        """Has a frame captured after `until_ns` (wall ns) been encoded (so a clip ending there is complete)?"""
+        newest = self.ring.newest()
+        return newest is not None and newest.capture_wall_ns is not None and newest.capture_wall_ns > until_ns
+
+    @staticmethod
+    def new_id() -> str:
+        return dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+    def write(self, take: Take, label: str = "", clip_id: str | None = None, event: str | None = None) -> Clip:
         """Write a take as an MP4 clip; blocks until the file is complete and listed."""
         aus, caps = take.aus, take.caps
-        clip_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        if take.until_ns is not None:  # drop what came after the asked end (frames with no identity stay)
+            end = take.until_ns
+            last = max((i for i, a in enumerate(aus) if a.capture_wall_ns is None or a.capture_wall_ns <= end),
+                       default=take.shown_from)
+            aus = aus[:max(last, take.shown_from) + 1]
+        clip_id = clip_id or self.new_id()
         final, tmp = self.store.dir / f"{clip_id}.mp4", self.store.dir / f".tmp-{clip_id}.mp4"
         need = 2 * sum(len(a.data) for a in aus) + 2**20  # the mdat in a temporary file, then the MP4
         with self._write_lock:
             try:
                 self._check_space(need)
                 _remux(aus, caps, tmp, self.store.dir / f".tmp-{clip_id}.faststart")
+                skipped = self._start_at(tmp, take.shown_from)
                 tmp.replace(final)
             except ReplayError as e:
                 tmp.unlink(missing_ok=True)
@@ -280,10 +371,15 @@ class Replay:
                 raise err from None
         s = caps.get_structure(0)
         stamps = clip_times(aus)
-        clip = Clip(id=clip_id, label=label, duration=round((stamps[-1] + aus[-1].duration) / Gst.SECOND, 3),
-                    start=dt.datetime.fromtimestamp(aus[0].wall, dt.UTC).isoformat(timespec="milliseconds"),
+        shown = aus[take.shown_from:] if skipped is not None else aus
+        first = shown[0]
+        start = first.capture_wall_ns / 1e9 if first.capture_wall_ns is not None else first.wall
+        clip = Clip(id=clip_id, label=label,
+                    duration=round((stamps[-1] + aus[-1].duration) / Gst.SECOND - (skipped or 0.0), 3),
+                    start=dt.datetime.fromtimestamp(start, dt.UTC).isoformat(timespec="milliseconds"),
                     bytes=final.stat().st_size, created=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                    width=s.get_int("width")[1], height=s.get_int("height")[1])
+                    width=s.get_int("width")[1], height=s.get_int("height")[1], event=event,
+                    frames=[a.frame for a in shown])
         try:
             self.store.add(clip)
         except OSError as e:
@@ -294,6 +390,18 @@ class Replay:
         self.store.last_error = None
         log.info("replay: clip %s (%s), %.1f s, %d bytes", clip.id, label or "no label", clip.duration, clip.bytes)
         return clip
+
+    @staticmethod
+    def _start_at(path: Path, shown_from: int) -> float | None:
+        """Start presentation at access unit `shown_from` (seconds cut off the front); None if it could not be
+        (the clip then shows from its key frame, and its frames list says so)."""
+        if shown_from == 0:
+            return 0.0
+        try:
+            return start_at(path, shown_from)
+        except (Mp4Error, OSError) as e:
+            log.warning("replay: clip starts on its key frame, not the asked frame: %s", e)
+            return None
 
     def _free(self) -> int:
         try:
@@ -316,7 +424,9 @@ class Replay:
 
     def stats(self) -> dict[str, Any]:
         st = self.store
+        kept = self.ring.frame_range()
         return {"enabled": True, "seconds": self.ring.seconds, "seconds_held": round(self.ring.held_s, 1),
+                "frames_held": list(kept) if kept else None,
                 "bytes_held": self.ring.held_bytes, "clips": len(st.clips), "dir": str(st.dir),
                 "clips_written": st.written, "bytes_written": st.bytes_written, "failures": st.failures,
                 "last_error": st.last_error}

@@ -1,0 +1,159 @@
+"""Shots, as a backend and a coach use them: the test camera paints each frame's number (through the demo
+lens, read back after the correction), the backend reads frames (seq -> the number it saw), posts events at
+random frames over HTTP and through `consumer.post_event`; each event's clip, decoded by ffmpeg, shows at
+frames[k] exactly the picture the backend had for that seq (0 frames off), starts on the asked frame, is ready
+within `after` + 1 s, and events and clips survive a restart. The live feed (SSE, read with curl) carries the
+events and their clips; bad requests get clear errors."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from cuecast.consumer import GStreamerFrameConsumer
+from cuecast.media.demo import demo_calibration_path
+from cuecast.testcam.lenscode import LensCode, read_code
+from tests.helpers.service import ServiceProcess, http_env, wait_http
+from tests.helpers.testcam import CameraRig
+
+W, H = 1280, 720
+
+
+def decode(mp4: Path) -> list[np.ndarray]:
+    """Every frame ffmpeg shows of `mp4` (it honours the edit list, as Chromium and ffplay do)."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(mp4), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+                         capture_output=True, timeout=60, check=True).stdout
+    return list(np.frombuffer(out, np.uint8).reshape(-1, H, W, 3))
+
+
+def start(cam: CameraRig, tmp: Path) -> tuple[ServiceProcess, str, Path]:
+    env, ports = http_env(CUECAST_REPLAY__ENABLED="true", CUECAST_REPLAY__DIR=str(tmp / "clips"),
+                          CUECAST_REPLAY__SECONDS="20", CUECAST_RTSP__ENABLED="false",
+                          CUECAST_MJPEG__LOW__ENABLED="false", CUECAST_H264__BITRATE_KBPS="6000")
+    sock = tmp / "sock"
+    args = ["--source", "v4l2:///dev/video0", "--width", str(W), "--height", str(H), "--fps", "30",
+            "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
+    svc = ServiceProcess(args, tmp / f"svc-{time.monotonic_ns()}.log", env={**cam.own_env, **env})
+    api = f"http://127.0.0.1:{ports['api']}"
+    wait_http(f"{api}/healthz")
+    return svc, api, sock
+
+
+def seen_by_backend(sock: Path, seconds: float) -> dict[int, int]:
+    """seq -> the number painted in the picture, for every frame the backend got in `seconds`."""
+    lens = LensCode(W, H)
+    seen: dict[int, int] = {}
+    end = time.monotonic() + seconds
+    with GStreamerFrameConsumer(sock) as c:
+        for frame, info in c.frames(timeout=2.0, copy=False):
+            n = read_code(frame, lens.corrected_centres)
+            if not info.placeholder and n is not None:
+                seen[info.seq] = n
+            if time.monotonic() > end:
+                break
+    return seen
+
+
+def test_twenty_shots_give_their_exact_frames_and_survive_a_restart(tmp_path: Path) -> None:
+    lens = LensCode(W, H)
+    with CameraRig(tmp_path) as cam:
+        svc, api, sock = start(cam, tmp_path)
+        try:
+            seen = seen_by_backend(sock, 8.0)
+            assert len(seen) > 150, f"the backend read {len(seen)} numbered frames in 8 s"
+            seqs = sorted(seen)[30:-10]
+            rng = random.Random(21)
+            events = []
+            for i, seq in enumerate(sorted(rng.sample(seqs, 20))):
+                body = {"kind": "shot", "frame": seq, "label": f"shot {i}", "clip": {"before": 0.5, "after": 0.5},
+                        "data": {"overlay": {"units": "px", "always": [[[100, 100], [400, 300]]]}}}
+                r = httpx.post(f"{api}/api/events", json=body, timeout=10)
+                assert r.status_code == 201, r.text
+                ev = r.json()
+                assert ev["clip"]["status"] == "pending" and ev["clip"]["id"], ev
+                assert ev["time"] is not None, "the event's frame is kept: its capture time is known"
+                events.append(ev)
+            off, checked = [], 0
+            for ev in events:
+                deadline = time.monotonic() + 30
+                while (got := httpx.get(f"{api}/api/events/{ev['id']}", timeout=5).json())["clip"]["status"] == \
+                        "pending" and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert got["clip"]["status"] == "ready", got
+                clip = httpx.get(f"{api}/api/clips/{got['clip']['id']}", timeout=5).json()
+                assert clip["event"] == ev["id"]
+                mp4 = tmp_path / f"{clip['id']}.mp4"
+                mp4.write_bytes(httpx.get(f"{api}{clip['url']}", timeout=10).content)
+                pictures = decode(mp4)
+                assert len(pictures) == len(clip["frames"]) == clip["frame_count"], \
+                    f"{len(pictures)} frames decoded, {len(clip['frames'])} listed"
+                # The first frame shown is the first captured at or after the asked start (0.5 s before).
+                first = clip["frames"][0]
+                assert ev["time"] - 0.5 <= first["capture_time"] < ev["time"] - 0.5 + 1 / 25, (first, ev["time"])
+                k = next(i for i, f in enumerate(clip["frames"]) if f["seq"] == ev["frame"])
+                number = read_code(pictures[k], lens.corrected_centres)
+                off.append(0 if number == seen[ev["frame"]] else 1)
+                checked += 1
+                # Each listed frame is the backend's picture of that seq (where it read one).
+                wrong = [f["seq"] for f, p in zip(clip["frames"], pictures, strict=True)
+                         if f["seq"] in seen and read_code(p, lens.corrected_centres) not in (None, seen[f["seq"]])]
+                assert not wrong, f"clip {clip['id']}: frames {wrong} show another picture"
+                first_shown = read_code(pictures[0], lens.corrected_centres)
+                assert first_shown == seen.get(clip["frames"][0]["seq"], first_shown)
+                assert abs(clip["duration"] - 1.0) < 0.15, clip["duration"]
+            assert checked == 20 and sum(off) == 0, f"{sum(off)} of 20 clips show another picture at the event's frame"
+
+            # The live feed (as a browser's EventSource gets it) and a clip ready within `after` + 1 s.
+            feed = subprocess.Popen(["curl", "-sN", "--max-time", "8", f"{api}/api/events/stream"],
+                                    stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            with GStreamerFrameConsumer(sock) as c:
+                _frame, info = next(iter(c.frames(timeout=2.0)))
+                t0 = time.monotonic()
+                made = c.post_event("shot", frame=info.seq, before=1, after=2, label="live", api=api, wait=True)
+                took = time.monotonic() - t0
+            print(f"clip of a live event ready {took:.2f} s after it was posted (after = 2 s)")
+            assert made["clip"]["status"] == "ready", made
+            assert took <= 2 + 1, f"the clip was ready {took:.2f} s after the event (after = 2 s)"
+            out, _ = feed.communicate(timeout=15)
+            names = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("event: ")]
+            datas = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("data: ")]
+            assert names == ["event", "clip"], out
+            assert datas[0]["id"] == made["id"] and datas[1]["clip"]["status"] == "ready"
+
+            metrics = httpx.get(f"{api}/metrics", timeout=5).text
+            assert 'cuecast_events_posted_total{kind="shot"} 21.0' in metrics, metrics[-2000:]
+        finally:
+            svc.terminate(15)
+            svc.close()
+
+        # After a restart: the same events, their clips, in order; bad requests say what is wrong.
+        svc, api, sock = start(cam, tmp_path)
+        try:
+            listed = httpx.get(f"{api}/api/events", timeout=5).json()
+            assert [e["id"] for e in listed] == sorted(e["id"] for e in listed) and len(listed) == 21
+            assert {e["id"] for e in events} <= {e["id"] for e in listed}
+            clip_id = listed[0]["clip"]["id"]
+            again = httpx.get(f"{api}/api/clips/{clip_id}", timeout=5).json()
+            assert again["frames"] and again["event"] == listed[0]["id"]
+            assert httpx.get(f"{api}/api/events", params={"kind": "nothing"}, timeout=5).json() == []
+
+            gone = httpx.post(f"{api}/api/events", json={"kind": "shot", "frame": 1, "clip": {}}, timeout=10).json()
+            assert gone["clip"]["status"] in ("pending", "failed")
+            bad = httpx.post(f"{api}/api/events", json={"kind": "shot", "frame": 3, "time": 5.0}, timeout=5)
+            assert bad.status_code == 422 and "not both" in bad.text
+            bad = httpx.post(f"{api}/api/events", json={"kind": "", "frame": 3}, timeout=5)
+            assert bad.status_code == 422 and "kind" in bad.text
+            bad = httpx.post(f"{api}/api/clips", json={"frame": 10**9, "before": 1}, timeout=10)
+            assert bad.status_code == 422 and "not known" in bad.text, bad.text
+            assert httpx.delete(f"{api}/api/events/{listed[0]['id']}", timeout=5).status_code == 204
+            assert httpx.get(f"{api}/api/events/{listed[0]['id']}", timeout=5).status_code == 404
+        finally:
+            svc.terminate(15)
+            svc.close()
