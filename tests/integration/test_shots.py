@@ -157,3 +157,71 @@ def test_twenty_shots_give_their_exact_frames_and_survive_a_restart(tmp_path: Pa
         finally:
             svc.terminate(15)
             svc.close()
+
+
+def rtsp_frames(url: str, seconds: float) -> list[tuple[float | None, np.ndarray]]:
+    """(capture time from the RTP header extension, picture) of every frame a plain GStreamer RTSP client
+    decodes in `seconds` (rtspsrc's depayloader reads the extension the SDP announces by itself)."""
+    from cuecast.core.gst import Gst
+
+    p = Gst.parse_launch(f"rtspsrc location={url} latency=0 protocols=tcp ! rtph264depay ! avdec_h264 "
+                         "! videoconvert ! video/x-raw,format=BGR ! appsink name=s sync=false max-buffers=200")
+    sink, ntp = p.get_by_name("s"), Gst.Caps.from_string("timestamp/x-ntp")
+    p.set_state(Gst.State.PLAYING)
+    out = []
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            sample = sink.emit("try-pull-sample", Gst.SECOND)
+            if sample is None:
+                continue
+            buf = sample.get_buffer()
+            meta = buf.get_reference_timestamp_meta(ntp)
+            ok, info = buf.map(Gst.MapFlags.READ)
+            assert ok
+            img = np.frombuffer(info.data, np.uint8)[: W * H * 3].reshape(H, W, 3).copy()
+            buf.unmap(info)
+            out.append((None if meta is None else meta.timestamp / 1e9 - 2208988800, img))
+    finally:
+        p.set_state(Gst.State.NULL)
+    return out
+
+
+def test_an_rtsp_client_reads_each_frames_capture_time(tmp_path: Path) -> None:
+    import threading
+
+    lens = LensCode(W, H)
+    with CameraRig(tmp_path) as cam:
+        env, ports = http_env(CUECAST_MJPEG__LOW__ENABLED="false")
+        sock = tmp_path / "sock"
+        args = ["--source", "v4l2:///dev/video0", "--width", str(W), "--height", str(H), "--fps", "30",
+                "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
+        svc = ServiceProcess(args, tmp_path / "svc.log", env={**cam.own_env, **env})
+        try:
+            wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
+            backend: dict[int, float] = {}  # the number painted in the picture -> the backend's capture time
+
+            def read_backend() -> None:
+                with GStreamerFrameConsumer(sock) as c:
+                    end = time.monotonic() + 7
+                    for frame, info in c.frames(timeout=2.0, copy=False):
+                        n = read_code(frame, lens.corrected_centres)
+                        if n is not None and not info.placeholder:
+                            backend[n] = info.capture_time
+                        if time.monotonic() > end:
+                            break
+
+            reader = threading.Thread(target=read_backend)
+            reader.start()
+            frames = rtsp_frames(f"rtsp://127.0.0.1:{ports['rtsp']}/high", 5.0)
+            reader.join()
+        finally:
+            svc.terminate(15)
+            svc.close()
+    assert len(frames) >= 100, f"{len(frames)} RTSP frames in 5 s"
+    stamped = [(t, read_code(img, lens.corrected_centres)) for t, img in frames]
+    assert all(t is not None for t, _n in stamped), "every RTSP frame carries its capture time"
+    errors = [abs(t - backend[n]) * 1000 for t, n in stamped if n is not None and n in backend and t is not None]
+    assert len(errors) >= 0.8 * len(frames), f"{len(errors)} of {len(frames)} frames matched to the backend's"
+    print(f"RTSP capture time vs the backend's: {len(errors)} frames, max {max(errors):.4f} ms")
+    assert max(errors) < 1.0, f"an RTSP frame's capture time is {max(errors):.3f} ms off the backend's"

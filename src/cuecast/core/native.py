@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 PLUGIN_FILE = "libgstcuecast.so"
-ELEMENTS = ("cuecastremap", "cuecastpack")
+ELEMENTS = ("cuecastremap", "cuecastpack", "cuecaststamp")
 BUILD_HINT = ("build it with `make setup` (scripts/setup.sh: gcc, meson and libgstreamer-plugins-base1.0-dev "
               "from Debian, then meson + ninja in native/)")
 

@@ -181,7 +181,7 @@ class Service:
             raise StartupError(f"{which}: view table needs a table calibration ({self.table_error or 'none'}): run "
                                "`cuecast calibrate table` and set table.calibration")
         views = self._views()
-        if any(v.maps is not None for v in views):
+        if any(v.maps is not None for v in views) or cfg.rtsp.enabled:  # RTSP: cuecaststamp
             try:
                 native.load()
             except native.NativeError as e:

@@ -1,7 +1,12 @@
 """RTSP output: gst-rtsp-server in this process, each client fed from the shared H.264 hub.
 
 Owns the server (bind address, port, mount), optional basic authentication, session timeouts (a client
-that vanishes without TEARDOWN is removed), and the per-client media: appsrc -> h264parse -> rtph264pay.
+that vanishes without TEARDOWN is removed), and the per-client media: appsrc -> cuecaststamp -> rtph264pay
+with the RFC 6051 64-bit NTP header extension (urn:ietf:params:rtp-hdrext:ntp-64, announced in the SDP as
+extmap 1) on every packet of a frame (a depayloader reads the extension of a frame's last packet): the frame's
+capture wall time, the backend trailer's, so a client
+ties every RTSP frame to the frame the backend saw (GStreamer's depayloaders read it into a reference
+timestamp meta "timestamp/x-ntp"; ffmpeg does not read it).
 No media encodes: each client's media only payloads the access units the one encoder made (already parsed,
 AU-aligned, SPS/PPS on every IDR: a second h264parse here would re-split multi-slice frames into NALs and
 players would see half frames), starting on a key frame, so a late joiner decodes cleanly from its first
@@ -18,7 +23,8 @@ from typing import Any
 import gi
 
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GstRtspServer  # noqa: E402
+gi.require_version("GstRtp", "1.0")
+from gi.repository import GstRtp, GstRtspServer  # noqa: E402, F401 - GstRtp: the header extension's methods
 
 from cuecast.core.gst import GLib, Gst  # noqa: E402
 from cuecast.streaming.outputs.entry import RateMeter, output_entry  # noqa: E402
@@ -29,9 +35,10 @@ log = logging.getLogger(__name__)
 SESSION_CLEANUP_S = 2
 MEDIA_LAUNCH = (
     "( appsrc name=h264src is-live=true format=time do-timestamp=true block=false max-bytes=0 "
-    'caps="video/x-h264,stream-format=byte-stream,alignment=au" '
+    'caps="video/x-h264,stream-format=byte-stream,alignment=au" ! cuecaststamp '
     "! rtph264pay name=pay0 pt=96 config-interval=0 aggregate-mode=zero-latency )"
 )
+CAPTURE_TIME_EXT_ID = 1  # RFC 6051 ntp-64: the frame's capture wall time
 ROLE = "viewer"
 
 
@@ -135,6 +142,13 @@ class RtspServer:
         with self._lock:
             self._media_count += 1
             name = f"rtsp-client-{self._media_count}"
+        ext = Gst.ElementFactory.make("rtphdrextntp64")
+        if ext is not None:
+            ext.set_id(CAPTURE_TIME_EXT_ID)
+            ext.set_property("every-packet", True)  # 12 bytes a packet, about 1 %
+            media.get_element().get_by_name_recurse_up("pay0").emit("add-extension", ext)
+        # rtpbin would overwrite the extension with its own send time (RFC 6051's use); keep the capture time.
+        media.get_element().get_parent().connect("element-added", _keep_capture_time)
         feed = AppsrcFeed(name, appsrc)
         self._feeds[media] = feed
         self.hub.subscribe(feed)
@@ -171,6 +185,12 @@ class RtspServer:
         if self._source_id:
             GLib.source_remove(self._source_id)
             self._source_id = 0
+
+
+def _keep_capture_time(_pipeline: Gst.Bin, element: Gst.Element) -> None:
+    factory = element.get_factory()
+    if factory is not None and factory.get_name() == "rtpbin":
+        element.set_property("update-ntp64-header-ext", False)
 
 
 def status_entry(server: RtspServer | None, encoder: dict[str, Any]) -> dict[str, Any]:
