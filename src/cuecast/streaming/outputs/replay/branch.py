@@ -78,7 +78,7 @@ class Clip:
     width: int = 0
     height: int = 0
     event: str | None = None  # the event it was made for
-    frames: list[dict[str, Any]] = field(default_factory=list)  # every shown frame: seq, capture_time
+    frames: list[dict[str, Any]] = field(default_factory=list)  # every shown frame: seq, capture_time, t
 
     @property
     def url(self) -> str:
@@ -371,7 +371,8 @@ class Replay:
                 raise err from None
         s = caps.get_structure(0)
         stamps = clip_times(aus)
-        shown = aus[take.shown_from:] if skipped is not None else aus
+        s0 = take.shown_from if skipped is not None else 0
+        shown = aus[s0:]
         first = shown[0]
         start = first.capture_wall_ns / 1e9 if first.capture_wall_ns is not None else first.wall
         clip = Clip(id=clip_id, label=label,
@@ -379,7 +380,8 @@ class Replay:
                     start=dt.datetime.fromtimestamp(start, dt.UTC).isoformat(timespec="milliseconds"),
                     bytes=final.stat().st_size, created=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                     width=s.get_int("width")[1], height=s.get_int("height")[1], event=event,
-                    frames=[a.frame for a in shown])
+                    frames=[{**a.frame, "t": round((t - stamps[s0]) / Gst.SECOND, 6)}
+                            for a, t in zip(shown, stamps[s0:], strict=True)])
         try:
             self.store.add(clip)
         except OSError as e:

@@ -92,6 +92,7 @@ async def make_clip(r: Replay, *, seconds: float = 10.0, after: float = 0.0, aro
 class ClipFrame(BaseModel):
     seq: int | None = Field(description="the capture process's frame number (None: a placeholder frame)")
     capture_time: float | None = Field(description="capture wall time, seconds (the backend's trailer)")
+    t: float = Field(0.0, description="its presentation time in the MP4, seconds from the first frame shown")
 
 
 class ClipInfo(BaseModel):
