@@ -10,6 +10,7 @@ dropped, and its next connection catches up with Last-Event-ID). The HTTP contra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -125,7 +126,8 @@ class EventStore:
             tmp.write_text(json.dumps(event.public()))
             tmp.replace(path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             self._failed(f"event {event.id} not written to events.dir {self.dir}: {e.strerror}; it is kept in "
                          "memory until the service stops: fix the directory's permissions or set events.dir")
         else:

@@ -86,3 +86,37 @@ def test_load_rebuilds_the_list_and_drops_leftovers(tmp_path: Path) -> None:
     again.load()
     assert list(again.clips) == [kept.id]  # no .mp4 for the second description, and the rest is not a clip
     assert not (tmp_path / ".tmp-x.mp4").exists()
+
+
+def feed_numbered(ring: ReplayRing, frames: int, gop: int = 30, first_seq: int = 100) -> None:
+    """Access units that carry their frame's identity (seq in offset, capture wall ns in offset_end)."""
+    t0 = time.monotonic()
+    for i in range(frames):
+        buf = Gst.Buffer.new_wrapped(bytes(100))
+        buf.pts, buf.duration = i * FRAME, FRAME
+        buf.offset, buf.offset_end = first_seq + i, 1_000 * Gst.SECOND + i * FRAME
+        if i % gop:
+            buf.mini_object.flags |= int(Gst.BufferFlags.DELTA_UNIT)
+        ring.push(buf, CAPS, now=t0 + i / 30)
+
+
+def test_a_frame_exact_cut_decodes_from_the_key_frame_and_shows_from_the_asked_frame() -> None:
+    ring = ReplayRing(seconds=10)
+    feed_numbered(ring, 90)  # key frames at seq 100, 130, 160
+    au = ring.frame(145)
+    assert au is not None and au.frame_seq == 145 and au.capture_wall_ns is not None
+    assert au.capture_wall_ns == 1_000 * Gst.SECOND + 45 * FRAME
+    aus, _caps, shown_from = ring.cut_at(au.capture_wall_ns)
+    assert aus[0].frame_seq == 130 and aus[0].key  # decoding starts on the key frame before
+    assert aus[shown_from].frame_seq == 145  # the first frame shown is the asked one
+    aus, _caps, shown_from = ring.cut_at(au.capture_wall_ns - 1)  # between frames: the next one
+    assert aus[shown_from].frame_seq == 145
+    assert ring.frame(99) is None and ring.frame(190) is None  # before the ring, not yet
+    assert ring.frame_range() == (100, 189)
+
+
+def test_frames_without_identity_are_kept_but_never_asked_for() -> None:
+    ring = ReplayRing(seconds=10)
+    feed(ring, 60)  # placeholder frames: offset NONE
+    assert ring.frame_range() is None and ring.newest() is None
+    assert all(a.frame == {"seq": None, "capture_time": None} for a in ring._aus)
