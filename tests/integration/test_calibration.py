@@ -8,6 +8,7 @@ points on straight 3-D lines within 0.5 px of a straight line after correction.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -174,3 +175,69 @@ def test_cli_capture_from_a_source_keeps_distinct_views(rendered: tuple, tmp_pat
     kept = sorted(out.glob("*.jpg"))
     assert len(kept) == 5
     assert "still missing" in r.stderr or "tip:" in r.stdout
+
+
+def test_recalibrating_through_the_running_service_takes_the_raw_picture(rendered: tuple, tmp_path: Path) -> None:
+    """With a calibration active, `calibrate capture` against the running service saves the camera's raw
+    picture (GET /api/camera/raw.jpg: the board where the lens puts it, not where the correction moves it),
+    says so in views.json, and `solve` refuses views taken from the corrected shared memory."""
+    import json
+
+    from cuecast.media.demo import demo_calibration_path
+    from tests.helpers.service import ServiceProcess, http_env, wait_http
+    from tests.helpers.testcam import SPEC, CameraRig
+
+    _r, _ps, images = rendered
+    board = cv2.cvtColor(cv2.resize(images[3], (1280, 720)), cv2.COLOR_GRAY2BGR)
+    clip = tmp_path / "board.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 1, (1280, 720))
+    writer.write(board)
+    writer.release()
+    spec = tmp_path / "cam.yaml"
+    spec.write_text(SPEC.read_text().replace("picture: demo", f"picture: {clip}"))
+    with CameraRig(tmp_path, spec) as cam:
+        env, ports = http_env(CUECAST_RTSP__ENABLED="false", CUECAST_MJPEG__LOW__ENABLED="false")
+        sock = tmp_path / "sock"
+        args = ["--source", "v4l2:///dev/video0", "--width", "1280", "--height", "720", "--fps", "30",
+                "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
+        svc = ServiceProcess(args, tmp_path / "svc.log", env={**cam.own_env, **env})
+        api = f"http://127.0.0.1:{ports['api']}"
+        try:
+            wait_http(f"{api}/healthz")
+            r = run_cli("calibrate", "capture", "--count", "1", "--out", str(tmp_path / "raw"), "--url", api,
+                        "--interval", "0", "--timeout", "60", timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            info = json.loads((tmp_path / "raw" / "views.json").read_text())["views"]["view-001.jpg"]
+            assert info["corrected"] is False and info["camera"] == "v4l2:/dev/video0" and info["size"] == [1280, 720]
+            # The raw view shows the board where the lens puts it: its corners match the camera's own picture.
+            raw = cv2.imread(str(tmp_path / "raw" / "view-001.jpg"), cv2.IMREAD_GRAYSCALE)
+            assert raw is not None
+            want, got = detect(cv2.cvtColor(board, cv2.COLOR_BGR2GRAY), BOARD), detect(raw, BOARD)
+            assert want is not None and got is not None
+            assert float(np.abs(want - got).max()) < 2.0, "the view is not the camera's raw picture"
+
+            r = run_cli("calibrate", "capture", "--count", "1", "--out", str(tmp_path / "shm"), "--socket", str(sock),
+                        "--url", api, "--interval", "0", "--timeout", "60", timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert "corrected picture" in r.stderr
+            shm = cv2.imread(str(tmp_path / "shm" / "view-001.jpg"), cv2.IMREAD_GRAYSCALE)
+            assert shm is not None
+            moved = detect(shm, BOARD)
+            assert moved is not None and float(np.abs(want - moved).max()) > 10, "shared memory is corrected"
+            r = run_cli("calibrate", "solve", "--images", str(tmp_path / "shm" / "*.jpg"), "--output",
+                        str(tmp_path / "lens.yaml"), timeout=120)
+            assert r.returncode == 2 and "corrected picture" in r.stderr, r.stdout + r.stderr
+
+            # Guarded like the controls: only this machine without a token.
+            assert httpx_get(f"{api}/api/camera/raw.jpg").headers["X-Corrected"] == "false"
+        finally:
+            svc.terminate(15)
+            svc.close()
+
+
+def httpx_get(url: str) -> Any:
+    import httpx
+
+    r = httpx.get(url, timeout=10)
+    assert r.status_code == 200, r.text
+    return r

@@ -43,6 +43,7 @@ from cuecast.protocol.messages import (
     DemandRequest,
     FisheyeRequest,
     PipelineStatus,
+    RawFrameRequest,
     Request,
     SnapshotRequest,
     StatusRequest,
@@ -113,6 +114,35 @@ class GrabOutput:
         return sink.emit("try-pull-sample", int(timeout * Gst.SECOND)) if sink is not None else None
 
 
+class RawTap:
+    """The next raw frame (decoded, before the picture controls and the correction) for whoever asks: lens
+    calibration needs the lens's own picture. Costs one flag test per frame while nobody asks."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.wanted = 0
+        self._frame: tuple[Gst.Buffer, int, float] | None = None
+
+    def offer(self, buf: Gst.Buffer, seq: int) -> None:
+        if not self.wanted:
+            return
+        with self._cond:
+            self._frame = (buf, seq, time.time())
+            self._cond.notify_all()
+
+    def take(self, timeout: float) -> tuple[Gst.Buffer, int, float] | None:
+        """(buffer, seq, capture wall time) of the next frame, None after `timeout` seconds."""
+        with self._cond:
+            self.wanted += 1
+            self._frame = None
+            try:
+                self._cond.wait_for(lambda: self._frame is not None, timeout)
+                frame, self._frame = self._frame, None
+            finally:
+                self.wanted -= 1
+        return frame
+
+
 class CaptureService:
     """Source -> correction -> shared memory. A context manager; stop() twice is harmless."""
 
@@ -137,6 +167,7 @@ class CaptureService:
         self.kernel = ""  # the native pixel kernels in use (avx2 or plain-c), once loaded
         self.camera_values: dict[str, int] = {}  # a V4L2 camera's controls as last read (for /metrics)
         self.grab = GrabOutput()
+        self.raw = RawTap()
         self._grab_lock = threading.Lock()
         self.table: TableGeometry | None = None
         self.table_source = ""
@@ -315,6 +346,32 @@ class CaptureService:
         finally:
             buf.unmap(mi)
 
+    def raw_frame(self, timeout: float = GRAB_TIMEOUT_S) -> dict[str, Any]:
+        """The next raw camera frame, written as PNG to the runtime directory (RawFrameRequest)."""
+        import cv2
+        import numpy as np
+
+        pipeline = self.pipeline
+        got = self.raw.take(timeout) if pipeline is not None else None
+        if got is None or pipeline is None:
+            raise ControlError("no frame from the camera right now")
+        buf, seq, wall = got
+        w, h = pipeline.width, pipeline.height
+        ok, mi = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            raise ControlError("the camera frame could not be read")
+        try:
+            yuv = np.frombuffer(mi.data, np.uint8, count=w * h * 3 // 2).reshape(h * 3 // 2, w)
+            frame = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+        finally:
+            buf.unmap(mi)
+        path, tmp = self.runtime.path / "raw.png", self.runtime.path / ".raw.png"
+        cv2.imwrite(str(tmp), frame)
+        tmp.replace(path)
+        source = self.spec.describe() if self.spec is not None else None
+        return {"path": str(path), "width": w, "height": h, "seq": seq, "capture_time": round(wall, 6),
+                "source": source, "corrected": False}
+
     def _drift_loop(self) -> None:
         """About once a minute: are the cushion lines still where the calibration says? Never changes it."""
         import cv2
@@ -377,6 +434,7 @@ class CaptureService:
         pipeline = self.pipeline
         if pipeline is not None:
             pipeline.push(buf, capture_ns)
+            self.raw.offer(buf, pipeline.seq)
 
     def _last_real(self) -> float | None:
         return self.last_real_mono
@@ -417,6 +475,8 @@ class CaptureService:
             cv2.imwrite(str(tmp), frame)
             tmp.replace(path)
             return {"path": str(path), "width": int(frame.shape[1]), "height": int(frame.shape[0])}
+        if isinstance(req, RawFrameRequest):
+            return self.raw_frame()
         if isinstance(req, CameraRequest):
             return self.camera_status()
         if isinstance(req, CameraSetRequest):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,9 +45,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
         board = parse_board(args.board)
     except ValueError as e:
         return _fail(str(e), EXIT_BAD_INPUT)
-    paths = sorted(glob.glob(args.images))
+    paths = sorted(p for p in glob.glob(args.images) if Path(p).name != VIEWS_FILE)
     if not paths:
         return _fail(f"no images match {args.images!r}", EXIT_BAD_INPUT)
+    problem = _views_file_problem(paths)
+    if problem:
+        return _fail(problem, EXIT_BAD_INPUT)
     views: list[View] = []
     unreadable, not_found = [], []
     for i, path in enumerate(paths, 1):
@@ -97,7 +102,48 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _grabber(args: argparse.Namespace) -> Iterator[np.ndarray]:
+VIEWS_FILE = "views.json"  # next to the views: where each came from (camera, size, time, raw or corrected)
+
+
+def _raw_from_service(url: str, token: str | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One raw camera frame from the running service (GET /api/camera/raw.jpg) and what it is."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{url.rstrip('/')}/api/camera/raw.jpg",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            data, headers = r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{url} answered {e.code}: {e.read().decode(errors='replace').strip()}") from None
+    except OSError as e:
+        raise RuntimeError(f"no running service at {url} ({e}): start `cuecast serve`, or give --source DEVICE "
+                           "to read a camera directly") from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RuntimeError(f"{url} sent no picture")
+    return img, {"camera": headers.get("X-Camera") or url, "seq": int(headers.get("X-Frame-Seq") or 0),
+                 "corrected": headers.get("X-Corrected") == "true", "from": f"{url.rstrip('/')}/api/camera/raw.jpg"}
+
+
+def _correction_active(url: str) -> bool | None:
+    """Is the running service's correction on (so its shared memory carries corrected frames)? None: unknown."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/status", timeout=5) as r:
+            status = json.load(r)
+    except (OSError, ValueError):
+        return None
+    fisheye = status.get("fisheye") or {}
+    return bool(fisheye.get("active")) or (status.get("table") or {}).get("views", {}).get("shm") == "table"
+
+
+def _grabber(args: argparse.Namespace) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """(frame, where it came from) until the caller stops: a source read directly, the service's shared memory
+    (--socket: corrected frames when a calibration is active), or by default the service's raw frames."""
     if args.source:
         cap = cv2.VideoCapture(args.source)
         if not cap.isOpened():
@@ -106,15 +152,73 @@ def _grabber(args: argparse.Namespace) -> Iterator[np.ndarray]:
             ok, frame = cap.read()
             if not ok:
                 return
-            yield frame
-    from cuecast.consumer import GStreamerFrameConsumer
+            yield frame, {"camera": args.source, "corrected": False, "from": args.source}
+    url = args.url or f"http://127.0.0.1:{args.http_port}"
+    if args.socket:
+        from cuecast.consumer import GStreamerFrameConsumer
 
-    with GStreamerFrameConsumer(args.socket) as c:
-        while True:
-            got = c.get_frame(timeout=5)
-            if got is None:
-                raise RuntimeError(f"no frames from {args.socket} (is `cuecast serve` running?)")
-            yield got
+        corrected = _correction_active(url)
+        if corrected:
+            print(f"note: {args.socket} carries the corrected picture (a calibration is active): `solve` will "
+                  "refuse these views; leave out --socket to take raw frames", file=sys.stderr)
+        with GStreamerFrameConsumer(args.socket) as c:
+            while True:
+                got = c.read(timeout=5)
+                if got is None:
+                    raise RuntimeError(f"no frames from {args.socket} (is `cuecast serve` running?)")
+                frame, info = got
+                yield frame, {"camera": f"shm:{args.socket}", "seq": info.seq, "corrected": corrected,
+                              "from": str(args.socket)}
+    print(f"taking raw camera frames from {url} ...", file=sys.stderr)
+    token = args.token or os.environ.get("CUECAST_TOKEN")
+    while True:
+        yield _raw_from_service(url, token)
+
+
+def _save_views_file(out: Path, views: dict[str, dict[str, Any]]) -> None:
+    import json
+
+    path = out / VIEWS_FILE
+    known: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            known = json.loads(path.read_text()).get("views", {})
+        except (OSError, ValueError, AttributeError):
+            known = {}
+    known.update(views)
+    tmp = out / f".{VIEWS_FILE}"
+    tmp.write_text(json.dumps({"format": 1, "views": known}, indent=1))
+    tmp.replace(path)
+
+
+def _views_file_problem(paths: list[str]) -> str | None:
+    """Why these views cannot be solved together (from the views.json beside them), or None."""
+    import json
+
+    infos: dict[str, dict[str, Any]] = {}
+    for folder in {Path(p).parent for p in paths}:
+        f = folder / VIEWS_FILE
+        if f.is_file():
+            try:
+                infos.update(json.loads(f.read_text()).get("views", {}))
+            except (OSError, ValueError, AttributeError):
+                return f"{f} is not a views file: remove it or capture the views again"
+    mine = {Path(p).name: infos[Path(p).name] for p in paths if Path(p).name in infos}
+    corrected = sorted(n for n, v in mine.items() if v.get("corrected"))
+    if corrected:
+        return (f"{len(corrected)} view(s) were taken from the corrected picture ({', '.join(corrected[:5])}"
+                f"{' ...' if len(corrected) > 5 else ''}): solving them would find a different lens. Take raw views: "
+                "`cuecast calibrate capture --out DIR` against the running service (without --socket) reads the "
+                "camera before the correction")
+    cameras = {v.get("camera") for v in mine.values()}
+    sizes = {tuple(v.get("size") or ()) for v in mine.values()}
+    if len(cameras) > 1:
+        names = ", ".join(sorted(map(str, cameras)))
+        return f"the views come from {len(cameras)} cameras ({names}): solve one camera's views at a time"
+    if len(sizes) > 1:
+        return (f"the views come in {len(sizes)} sizes ({', '.join('x'.join(map(str, s)) for s in sorted(sizes))}): "
+                "capture them all in the camera's mode")
+    return None
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -127,11 +231,12 @@ def cmd_capture(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kept: list[View] = []
+    saved: dict[str, dict[str, Any]] = {}
     tried = 0
     last = 0.0
     deadline = time.monotonic() + args.timeout
     try:
-        for frame in _grabber(args):
+        for frame, origin in _grabber(args):
             if len(kept) >= args.count or time.monotonic() > deadline:
                 break
             if time.monotonic() - last < args.interval:
@@ -148,6 +253,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
                 continue  # near-duplicate of a kept view: move the board
             name = f"view-{len(kept) + 1:03d}.jpg"
             cv2.imwrite(str(out / name), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            saved[name] = {**origin, "size": list(size), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            _save_views_file(out, saved)
             kept.append(View(name, corners, size))
             progress(len(kept), args.count, f"kept {name}")
             tips = coverage_guidance(kept, size)
@@ -278,8 +385,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cap.add_argument("--count", type=int, default=20)
     cap.add_argument("--out", required=True)
     cap.add_argument("--board", default="9x6", help="inner corners COLSxROWS (default 9x6)")
-    cap.add_argument("--socket", default="/tmp/camera-backend", help="the service's shared memory (default)")
+    cap.add_argument("--socket", help="read the service's shared memory instead (corrected frames when a "
+                     "calibration is active: solve refuses those)")
     cap.add_argument("--source", help="read directly instead: a file, URL or device OpenCV can open")
+    cap.add_argument("--url", help="the running service's API (default: http://127.0.0.1:http.port); the views "
+                     "are its raw camera frames (GET /api/camera/raw.jpg)")
+    cap.add_argument("--token", help="bearer token, when the service has auth.token (default: $CUECAST_TOKEN)",
+                     default=None)
+    cap.add_argument("--port", dest="http_port", type=int, default=8000, help="the service's http.port")
     cap.add_argument("--interval", type=float, default=0.5, help="seconds between tries")
     cap.add_argument("--timeout", type=float, default=600)
     cap.set_defaults(func=cmd_capture)

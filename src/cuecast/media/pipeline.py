@@ -393,6 +393,11 @@ class OutputPipeline:
             out.offset = meta.seq
             appsrc.emit("push-buffer", out)
 
+    @property
+    def seq(self) -> int:
+        """The number of the frame last pushed (the backend's `seq` for it)."""
+        return self._seq
+
     def frame_meta(self, buf: Gst.Buffer) -> FrameMeta | None:
         """Metadata of a frame, found by its PTS (unique per frame, kept by scalers and JPEG encoders; an H.264
         encoder may shift it, see outputs/h264.py)."""

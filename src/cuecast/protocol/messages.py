@@ -65,6 +65,13 @@ class SnapshotRequest(Request):
     op = "snapshot"
 
 
+class RawFrameRequest(Request):
+    """The next raw camera frame (decoded, before the picture controls and the correction) as PNG in the runtime
+    directory, for lens calibration; answers {path, width, height, seq, capture_time, source, corrected}."""
+
+    op = "raw_frame"
+
+
 class CameraRequest(Request):
     """The V4L2 camera's modes, controls, saved values and profiles."""
 
@@ -88,7 +95,7 @@ class FisheyeRequest(Request):
 
 
 REQUESTS: dict[str, type[Request]] = {cls.op: cls for cls in (
-    StatusRequest, DemandRequest, ControlsRequest, TableRequest, SnapshotRequest, CameraRequest,
+    StatusRequest, DemandRequest, ControlsRequest, TableRequest, SnapshotRequest, RawFrameRequest, CameraRequest,
     CameraSetRequest, FisheyeRequest)}
 
 

@@ -29,6 +29,7 @@ STREAM_PATHS = ("/stream/", "/snapshot.jpg", "/api/status", "/metrics", "/api/ta
                 "/api/table/preview.jpg", "/api/clips", "/api/events")
 WHEP_PATH = "/whep/"  # WebRTC playback: POST/DELETE here start and end *viewing*, they change nothing
 OPEN_PATHS = {"/healthz"}
+PROTECTED_READS = {"/api/camera/raw.jpg"}  # reads guarded like changes (the raw camera picture)
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -124,7 +125,7 @@ class Guard:
                                 [(b"www-authenticate", b'Bearer realm="cuecast"'),
                                  (b"access-control-allow-origin", b"*")])
                 return
-        elif method in STATE_CHANGING:
+        elif method in STATE_CHANGING or path in PROTECTED_READS:
             foreign = self._foreign_page(scope)
             if foreign is not None:
                 await send_text(send, 403, f"changes are refused from other sites ({foreign} is not this box); "

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cuecast.config import CameraConfig, save_camera
@@ -94,5 +95,28 @@ def router(service: Service) -> APIRouter:
             result = await camera_request(msg.CameraSetRequest(profile_set=True, profile=body.profile))
             persisted = await keep_camera(result)
             return {"profile": body.profile, "controls": result["applied"], "persisted_to": persisted}
+
+    @r.get("/api/camera/raw.jpg", summary="The raw camera picture now: for lens calibration",
+           description="The decoded camera frame before the picture controls and the correction (the backend's "
+                       "shared memory carries corrected frames): what `cuecast calibrate capture` takes its views "
+                       "from. Guarded like the controls. Headers: X-Frame-Seq, X-Timestamp, X-Camera, X-Corrected.",
+           responses={200: {"content": {"image/jpeg": {}}},
+                      401: {"description": "auth.token is set and the bearer token is missing or wrong"},
+                      403: {"description": "No auth.token configured and the client is not on this machine"},
+                      503: {"description": "No frame from the camera right now"}})
+    async def raw_jpeg() -> Response:
+        import cv2
+
+        try:
+            shot = await asyncio.to_thread(service.link.request, msg.RawFrameRequest(), 5.0)
+        except ControlError as e:
+            raise HTTPException(503, f"no raw camera frame: {e}", headers={"Retry-After": "2"}) from None
+        frame = await asyncio.to_thread(cv2.imread, shot["path"])
+        if frame is None:
+            raise HTTPException(503, "no raw camera frame right now", headers={"Retry-After": "2"})
+        _ok, data = await asyncio.to_thread(cv2.imencode, ".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        return Response(data.tobytes(), media_type="image/jpeg", headers={
+            "Cache-Control": "no-store", "X-Frame-Seq": str(shot["seq"]), "X-Timestamp": f"{shot['capture_time']:.6f}",
+            "X-Camera": str(shot["source"] or ""), "X-Corrected": "false"})
 
     return r
