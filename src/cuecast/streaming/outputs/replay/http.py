@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.responses import Response
 
 from cuecast.streaming.outputs.replay.branch import Clip, Replay, ReplayError
@@ -26,15 +26,26 @@ FRAME_WAIT_S = 1.0  # a frame the backend has seen may reach the encoder this mu
 END_GRACE_S = 3.0  # after the asked end, how long to wait for the encoder before writing what there is
 
 
+def _whole(value: Any) -> Any:
+    """JSON numbers like 1234.0 are integers (JSON Schema says so); strict validation would refuse them."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+FrameNumber = Annotated[int, Field(ge=0), BeforeValidator(_whole)]
+# `frame` or `time`, never both: said in the schema, so clients (and fuzzers) know it.
+FRAME_OR_TIME: dict[str, Any] = {"not": {"required": ["frame", "time"]}}
+
+
 class ClipRequest(BaseModel):
     """Save the last `seconds` (and `after` seconds more) as an MP4 clip; or, frame-exact, from `before`
     seconds before frame `frame` (or capture wall time `time`) to `after` seconds after it."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # strict: `false` is no number
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,  # strict: `false` is no number
+                              json_schema_extra=FRAME_OR_TIME)
     seconds: float = Field(10.0, gt=0, le=600, description="how far back the clip starts; beyond replay.seconds, "
                            "everything kept (ignored with `frame` or `time`)")
     after: float = Field(0.0, ge=0, le=MAX_AFTER_S, description="seconds more to record before writing")
-    frame: int | None = Field(None, ge=0, description="the capture process's frame number (the backend's "
+    frame: FrameNumber | None = Field(None, description="the capture process's frame number (the backend's "
                               "`info.seq`, an MJPEG part's X-Frame-Seq): the clip is cut around it to the frame")
     time: float | None = Field(None, gt=0, description="a capture wall time (seconds, the backend's "
                                "`info.capture_time`, X-Timestamp): the clip is cut around it to the frame")

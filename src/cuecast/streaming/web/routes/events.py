@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 from cuecast.streaming.events import Event
 from cuecast.streaming.outputs.replay.branch import Replay, ReplayError
-from cuecast.streaming.outputs.replay.http import MAX_AFTER_S, frame_time, make_clip
+from cuecast.streaming.outputs.replay.http import FRAME_OR_TIME, MAX_AFTER_S, FrameNumber, frame_time, make_clip
 from cuecast.streaming.service import Service
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,9 @@ class ClipWindow(BaseModel):
 class EventRequest(BaseModel):
     """One event at a frame (`frame`, the backend's `info.seq`) or at a capture time (`time`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra=FRAME_OR_TIME)
     kind: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="e.g. shot")
-    frame: int | None = Field(None, ge=0, description="the capture process's frame number (the backend's seq)")
+    frame: FrameNumber | None = Field(None, description="the capture process's frame number (the backend's seq)")
     time: float | None = Field(None, gt=0, description="capture wall time, seconds (the backend's capture_time)")
     label: str = Field("", max_length=200)
     data: dict[str, Any] | None = Field(None, description="anything the backend wants kept; `overlay` "
