@@ -331,9 +331,9 @@ def test_slowloris_partial_headers_are_closed(tmp_path: Path) -> None:
 
 def test_api_fuzzing_with_schemathesis(svc: Svc, tmp_path: Path) -> None:
     """schemathesis against the app's own OpenAPI: no server errors, every response matches the schema
-    (the endless MJPEG stream and the events' live feed are left out: a fuzzer cannot read them to the end). WHEP and the table are fuzzed on
-    their own without the "schema-valid body accepted" check: any string is schema-valid, few strings are SDP
-    offers, and few sets of four points are a table.
+    (the endless MJPEG stream and the events' live feed are left out: a fuzzer cannot read them to the end).
+    WHEP and the table are fuzzed on their own without the "schema-valid body accepted" check: any string is
+    schema-valid, few strings are SDP offers, and few sets of four points are a table.
     It runs in a temporary folder: its cache never lands in the checkout."""
     exe = Path(sys.executable).with_name("schemathesis")
     common = [str(exe), "run", f"{svc.api}/openapi.json", "-n", "40", "--seed", "1"]
