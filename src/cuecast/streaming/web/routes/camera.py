@@ -15,6 +15,7 @@ from cuecast.config import CameraConfig, save_camera
 from cuecast.protocol import messages as msg
 from cuecast.protocol.control import ControlError
 from cuecast.streaming.service import Service
+from cuecast.streaming.web.pictures import capture_picture, jpeg_bytes
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +106,8 @@ def router(service: Service) -> APIRouter:
                       403: {"description": "No auth.token configured and the client is not on this machine"},
                       503: {"description": "No frame from the camera right now"}})
     async def raw_jpeg() -> Response:
-        import cv2
-
-        try:
-            shot = await asyncio.to_thread(service.link.request, msg.RawFrameRequest(), 5.0)
-        except ControlError as e:
-            raise HTTPException(503, f"no raw camera frame: {e}", headers={"Retry-After": "2"}) from None
-        frame = await asyncio.to_thread(cv2.imread, shot["path"])
-        if frame is None:
-            raise HTTPException(503, "no raw camera frame right now", headers={"Retry-After": "2"})
-        _ok, data = await asyncio.to_thread(cv2.imencode, ".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        return Response(data.tobytes(), media_type="image/jpeg", headers={
+        frame, shot = await capture_picture(service, msg.RawFrameRequest(), "raw camera frame")
+        return Response(await jpeg_bytes(frame, 95), media_type="image/jpeg", headers={
             "Cache-Control": "no-store", "X-Frame-Seq": str(shot["seq"]), "X-Timestamp": f"{shot['capture_time']:.6f}",
             "X-Camera": str(shot["source"] or ""), "X-Corrected": "false"})
 

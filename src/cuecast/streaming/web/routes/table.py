@@ -15,8 +15,8 @@ from starlette.responses import Response
 
 from cuecast.config import save_table_path
 from cuecast.protocol import messages as msg
-from cuecast.protocol.control import ControlError
 from cuecast.streaming.service import Service
+from cuecast.streaming.web.pictures import capture_picture, jpeg_bytes
 from cuecast.table import TableError, TableGeometry, view_of
 from cuecast.table.model import parse_size
 from cuecast.table.preview import render_preview
@@ -71,22 +71,11 @@ def router(service: Service) -> APIRouter:
             raise HTTPException(422, str(e)) from None
 
     async def camera_frame() -> Any:
-        import cv2
-
-        try:
-            shot = await asyncio.to_thread(service.link.request, msg.SnapshotRequest(), 5.0)
-        except ControlError as e:
-            raise HTTPException(503, f"no camera frame: {e}", headers={"Retry-After": "2"}) from None
-        frame = await asyncio.to_thread(cv2.imread, shot["path"])
-        if frame is None:
-            raise HTTPException(503, "no camera frame right now", headers={"Retry-After": "2"})
+        frame, _shot = await capture_picture(service, msg.SnapshotRequest(), "camera frame")
         return frame
 
     async def jpeg(img: Any) -> Response:
-        import cv2
-
-        ok, data = await asyncio.to_thread(cv2.imencode, ".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        return Response(data.tobytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        return Response(await jpeg_bytes(img, 92), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @r.get("/api/table", response_model=TableResult, summary="The table calibration and its view")
     async def get_table() -> TableResult:

@@ -1,0 +1,34 @@
+"""Pictures the capture process writes on request (the corrected snapshot, the raw frame for calibration), read
+back for HTTP: one place that turns a missing frame into 503 with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import HTTPException
+
+from cuecast.protocol import messages as msg
+from cuecast.protocol.control import ControlError
+from cuecast.streaming.service import Service
+
+
+async def capture_picture(service: Service, request: msg.Request, what: str) -> tuple[Any, dict[str, Any]]:
+    """(BGR image, the capture process's answer) for a SnapshotRequest or RawFrameRequest; 503 naming `what`."""
+    import cv2
+
+    try:
+        shot = await asyncio.to_thread(service.link.request, request, 5.0)
+    except ControlError as e:
+        raise HTTPException(503, f"no {what}: {e}", headers={"Retry-After": "2"}) from None
+    frame = await asyncio.to_thread(cv2.imread, shot["path"])
+    if frame is None:
+        raise HTTPException(503, f"no {what} right now", headers={"Retry-After": "2"})
+    return frame, shot
+
+
+async def jpeg_bytes(img: Any, quality: int) -> bytes:
+    import cv2
+
+    _ok, data = await asyncio.to_thread(cv2.imencode, ".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return bytes(data.tobytes())
