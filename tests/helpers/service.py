@@ -30,6 +30,8 @@ class ServiceProcess:
         # Every service gets its own free loopback ports, so services in one test never collide.
         full_env.update(http_env()[0])
         full_env.update(env or {})
+        if "CUECAST_REPLAY__DIR" not in full_env:  # events (and clips) land next to the log, never in /var/lib
+            full_env.setdefault("CUECAST_EVENTS__DIR", str(log_path.parent / "events"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cuecast", "serve", *args], stdout=self._log, stderr=subprocess.STDOUT,
             env=full_env,

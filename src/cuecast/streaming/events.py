@@ -150,11 +150,26 @@ class EventFeed:
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[tuple[str, dict[str, Any]] | None]] = set()
         self.dropped = 0
+        self.closed = False
 
     def join(self) -> asyncio.Queue[tuple[str, dict[str, Any]] | None]:
         q: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue(FEED_QUEUE)
-        self._queues.add(q)
+        if self.closed:
+            q.put_nowait(None)
+        else:
+            self._queues.add(q)
         return q
+
+    def close(self) -> None:
+        """The service stops: every live stream ends now (an open stream would hold the server's shutdown)."""
+        self.closed = True
+        for q in list(self._queues):
+            self._queues.discard(q)
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)
+            if q.full():
+                q.get_nowait()
+                q.put_nowait(None)
 
     def leave(self, q: asyncio.Queue[tuple[str, dict[str, Any]] | None]) -> None:
         self._queues.discard(q)

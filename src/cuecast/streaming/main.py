@@ -202,6 +202,7 @@ async def serve(cfg: Config, runtime: Runtime, config_path: Path | None, overrid
             t.cancel()
         for hub in service.hubs.values():
             hub.close()
+        service.event_feed.close()
         for server in servers:
             server.should_exit = True
         if tasks:
