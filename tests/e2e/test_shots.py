@@ -15,12 +15,10 @@ import httpx
 import pytest
 
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.media.demo import demo_calibration_path
 from cuecast.testcam.lenscode import LensCode, read_code
 from tests.conftest import ARTIFACTS
 from tests.helpers.browser import Browser
-from tests.helpers.service import ServiceProcess, http_env, wait_http
-from tests.helpers.testcam import CameraRig
+from tests.helpers.testcam import CameraRig, serve_camera
 
 W, H = 1280, 720
 
@@ -51,16 +49,11 @@ def test_timeline_slow_motion_frame_steps_and_overlay(tmp_path: Path, browser: B
     lens = LensCode(W, H)
     centres = lens.corrected_centres.tolist()
     with CameraRig(tmp_path) as cam:
-        env, ports = http_env(CUECAST_REPLAY__ENABLED="true", CUECAST_REPLAY__DIR=str(tmp_path / "clips"),
-                              CUECAST_REPLAY__SECONDS="20", CUECAST_RTSP__ENABLED="false",
-                              CUECAST_MJPEG__LOW__ENABLED="false", CUECAST_H264__BITRATE_KBPS="6000")
-        sock = tmp_path / "sock"
-        args = ["--source", "v4l2:///dev/video0", "--width", str(W), "--height", str(H), "--fps", "30",
-                "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
-        svc = ServiceProcess(args, tmp_path / "svc.log", env={**cam.own_env, **env})
-        api = f"http://127.0.0.1:{ports['api']}"
+        svc, api, sock, _ports = serve_camera(cam, tmp_path, W, H, CUECAST_REPLAY__ENABLED="true",
+                                              CUECAST_REPLAY__DIR=str(tmp_path / "clips"),
+                                              CUECAST_REPLAY__SECONDS="20", CUECAST_RTSP__ENABLED="false",
+                                              CUECAST_MJPEG__LOW__ENABLED="false", CUECAST_H264__BITRATE_KBPS="6000")
         try:
-            wait_http(f"{api}/healthz")
             table = {"corners": [[200, 100], [1080, 100], [1080, 620], [200, 620]], "size": "2540x1270"}
             assert httpx.put(f"{api}/api/table", json=table, timeout=10).status_code == 200
             browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1,

@@ -71,3 +71,26 @@ def wait_frames(consumer: Any, real: bool, timeout: float, what: str = "") -> fl
         if got is not None and got[1].placeholder != real:
             return time.monotonic() - t0
         assert time.monotonic() - t0 < timeout, f"no {'camera' if real else 'NO SIGNAL'} frame {what}"
+
+
+def serve_camera(cam: CameraRig, tmp: Path, width: int, height: int, fps: int = 30,
+                 **env: str) -> tuple[Any, str, Path, dict[str, int]]:
+    """`cuecast serve` on the rig's /dev/video0 at width x height @ fps with the demo lens corrected (the camera
+    paints its numbers through that lens); (service, API URL, shared-memory socket, ports) once it answers."""
+    import time
+
+    from cuecast.media.demo import demo_calibration_path
+    from tests.helpers.service import ServiceProcess, http_env, wait_http
+
+    full, ports = http_env(**env)
+    sock = tmp / "sock"
+    args = ["--source", "v4l2:///dev/video0", "--width", str(width), "--height", str(height), "--fps", str(fps),
+            "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
+    svc = ServiceProcess(args, tmp / f"svc-{time.monotonic_ns()}.log", env={**cam.own_env, **full})
+    api = f"http://127.0.0.1:{ports['api']}"
+    try:
+        wait_http(f"{api}/healthz")
+    except BaseException:
+        svc.close()
+        raise
+    return svc, api, sock, ports

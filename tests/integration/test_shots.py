@@ -17,10 +17,9 @@ import httpx
 import numpy as np
 
 from cuecast.consumer import GStreamerFrameConsumer
-from cuecast.media.demo import demo_calibration_path
 from cuecast.testcam.lenscode import LensCode, read_code
-from tests.helpers.service import ServiceProcess, http_env, wait_http
-from tests.helpers.testcam import CameraRig
+from tests.helpers.service import ServiceProcess
+from tests.helpers.testcam import CameraRig, serve_camera
 
 W, H = 1280, 720
 
@@ -33,15 +32,10 @@ def decode(mp4: Path) -> list[np.ndarray]:
 
 
 def start(cam: CameraRig, tmp: Path) -> tuple[ServiceProcess, str, Path]:
-    env, ports = http_env(CUECAST_REPLAY__ENABLED="true", CUECAST_REPLAY__DIR=str(tmp / "clips"),
-                          CUECAST_REPLAY__SECONDS="20", CUECAST_RTSP__ENABLED="false",
-                          CUECAST_MJPEG__LOW__ENABLED="false", CUECAST_H264__BITRATE_KBPS="6000")
-    sock = tmp / "sock"
-    args = ["--source", "v4l2:///dev/video0", "--width", str(W), "--height", str(H), "--fps", "30",
-            "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
-    svc = ServiceProcess(args, tmp / f"svc-{time.monotonic_ns()}.log", env={**cam.own_env, **env})
-    api = f"http://127.0.0.1:{ports['api']}"
-    wait_http(f"{api}/healthz")
+    svc, api, sock, _ports = serve_camera(cam, tmp, W, H, CUECAST_REPLAY__ENABLED="true",
+                                          CUECAST_REPLAY__DIR=str(tmp / "clips"), CUECAST_REPLAY__SECONDS="20",
+                                          CUECAST_RTSP__ENABLED="false", CUECAST_MJPEG__LOW__ENABLED="false",
+                                          CUECAST_H264__BITRATE_KBPS="6000")
     return svc, api, sock
 
 
@@ -192,13 +186,8 @@ def test_an_rtsp_client_reads_each_frames_capture_time(tmp_path: Path) -> None:
 
     lens = LensCode(W, H)
     with CameraRig(tmp_path) as cam:
-        env, ports = http_env(CUECAST_MJPEG__LOW__ENABLED="false")
-        sock = tmp_path / "sock"
-        args = ["--source", "v4l2:///dev/video0", "--width", str(W), "--height", str(H), "--fps", "30",
-                "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
-        svc = ServiceProcess(args, tmp_path / "svc.log", env={**cam.own_env, **env})
+        svc, _api, sock, ports = serve_camera(cam, tmp_path, W, H, CUECAST_MJPEG__LOW__ENABLED="false")
         try:
-            wait_http(f"http://127.0.0.1:{ports['api']}/healthz")
             backend: dict[int, float] = {}  # the number painted in the picture -> the backend's capture time
 
             def read_backend() -> None:

@@ -105,12 +105,13 @@ def cmd_solve(args: argparse.Namespace) -> int:
 VIEWS_FILE = "views.json"  # next to the views: where each came from (camera, size, time, raw or corrected)
 
 
-def _raw_from_service(url: str, token: str | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """One raw camera frame from the running service (GET /api/camera/raw.jpg) and what it is."""
+def _service_picture(url: str, path: str, token: str | None, otherwise: str) -> tuple[np.ndarray, Any]:
+    """(picture, response headers) of GET `path` on the running service; RuntimeError naming what went wrong
+    (`otherwise`: what the user can do instead when no service runs)."""
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(f"{url.rstrip('/')}/api/camera/raw.jpg",
+    req = urllib.request.Request(f"{url.rstrip('/')}{path}",
                                  headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(req, timeout=15) as r:
@@ -118,13 +119,19 @@ def _raw_from_service(url: str, token: str | None) -> tuple[np.ndarray, dict[str
     except urllib.error.HTTPError as e:
         raise RuntimeError(f"{url} answered {e.code}: {e.read().decode(errors='replace').strip()}") from None
     except OSError as e:
-        raise RuntimeError(f"no running service at {url} ({e}): start `cuecast serve`, or give --source DEVICE "
-                           "to read a camera directly") from None
+        raise RuntimeError(f"no running service at {url} ({e}): start `cuecast serve`, or {otherwise}") from None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise RuntimeError(f"{url} sent no picture")
+    return img, headers
+
+
+def _raw_from_service(url: str, token: str | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One raw camera frame from the running service (GET /api/camera/raw.jpg) and what it is."""
+    path = "/api/camera/raw.jpg"
+    img, headers = _service_picture(url, path, token, "give --source DEVICE to read a camera directly")
     return img, {"camera": headers.get("X-Camera") or url, "seq": int(headers.get("X-Frame-Seq") or 0),
-                 "corrected": headers.get("X-Corrected") == "true", "from": f"{url.rstrip('/')}/api/camera/raw.jpg"}
+                 "corrected": headers.get("X-Corrected") == "true", "from": f"{url.rstrip('/')}{path}"}
 
 
 def _correction_active(url: str) -> bool | None:
@@ -288,26 +295,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _service_frame(url: str, token: str | None) -> np.ndarray:
-    """The running service's corrected camera picture (GET /api/table/frame.jpg)."""
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(f"{url.rstrip('/')}/api/table/frame.jpg",
-                                 headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            data = r.read()
-    except urllib.error.HTTPError as e:
-        raise ValueError(f"{url} answered {e.code}: {e.read().decode(errors='replace').strip()}") from None
-    except OSError as e:
-        raise ValueError(f"no running service at {url} ({e}); start `cuecast serve` or give --image FRAME") from None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"{url} sent no picture")
-    return img
-
-
 def cmd_table(args: argparse.Namespace) -> int:
     from cuecast.config import ConfigError, load_config
     from cuecast.table.detect import detect_table
@@ -329,8 +316,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"taking the corrected camera picture from {url} ...", file=sys.stderr)
         try:
             token = args.token or cfg.auth.resolved_token()
-            frame = _service_frame(url, token)
-        except ValueError as e:
+            frame, _headers = _service_picture(url, "/api/table/frame.jpg", token, "give --image FRAME")
+        except (RuntimeError, ValueError) as e:  # ValueError: an unreadable auth.token_file
             return _fail(str(e))
         origin = url
     h, w = frame.shape[:2]

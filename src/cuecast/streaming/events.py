@@ -164,12 +164,7 @@ class EventFeed:
         """The service stops: every live stream ends now (an open stream would hold the server's shutdown)."""
         self.closed = True
         for q in list(self._queues):
-            self._queues.discard(q)
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(None)
-            if q.full():
-                q.get_nowait()
-                q.put_nowait(None)
+            self._end(q)
 
     def leave(self, q: asyncio.Queue[tuple[str, dict[str, Any]] | None]) -> None:
         self._queues.discard(q)
@@ -180,11 +175,16 @@ class EventFeed:
         for q in list(self._queues):
             try:
                 q.put_nowait((name, body))
-            except asyncio.QueueFull:  # too slow: drop it; None tells its stream to end
-                self._queues.discard(q)
+            except asyncio.QueueFull:  # too slow: drop it (its reconnect catches up)
+                self._end(q)
                 self.dropped += 1
-                q.get_nowait()
-                q.put_nowait(None)
+
+    def _end(self, q: asyncio.Queue[tuple[str, dict[str, Any]] | None]) -> None:
+        """Tell a listener's stream to end (None, in place of its oldest message if the queue is full)."""
+        self._queues.discard(q)
+        if q.full():
+            q.get_nowait()
+        q.put_nowait(None)
 
     @property
     def listeners(self) -> int:

@@ -118,5 +118,5 @@ def test_a_frame_exact_cut_decodes_from_the_key_frame_and_shows_from_the_asked_f
 def test_frames_without_identity_are_kept_but_never_asked_for() -> None:
     ring = ReplayRing(seconds=10)
     feed(ring, 60)  # placeholder frames: offset NONE
-    assert ring.frame_range() is None and ring.newest() is None
+    assert ring.frame_range() is None and ring.ends() is None
     assert all(a.frame == {"seq": None, "capture_time": None} for a in ring._aus)

@@ -174,30 +174,26 @@ class ReplayRing:
             first = max(first, key)
         return aus[key:], caps, first - key
 
+    def ends(self) -> tuple[AccessUnit, AccessUnit] | None:
+        """The oldest and the newest kept access unit that belong to a camera frame (they carry its identity)."""
+        with self._lock:
+            oldest = next((a for a in self._aus if a.frame_seq is not None), None)
+            newest = next((a for a in reversed(self._aus) if a.frame_seq is not None), None)
+        return (oldest, newest) if oldest is not None and newest is not None else None
+
     def frame(self, seq: int) -> AccessUnit | None:
         """The kept access unit of frame `seq` (the capture process's number), or of the first encoded frame
         after it (the H.264 rate can be below the camera's); None if it is not kept (too old, or not yet)."""
-        with self._lock:
-            known = [a for a in self._aus if a.frame_seq is not None]
-        if not known or not known[0].frame_seq <= seq <= known[-1].frame_seq:  # type: ignore[operator]
+        ends = self.frame_range()
+        if ends is None or not ends[0] <= seq <= ends[1]:
             return None
-        return next(a for a in known if a.frame_seq >= seq)  # type: ignore[operator]
+        with self._lock:
+            return next(a for a in self._aus if a.frame_seq is not None and a.frame_seq >= seq)
 
     def frame_range(self) -> tuple[int, int] | None:
         """(oldest, newest) frame number kept."""
-        with self._lock:
-            known = [a.frame_seq for a in self._aus if a.frame_seq is not None]
-        return (known[0], known[-1]) if known else None
-
-    def newest(self) -> AccessUnit | None:
-        """The newest kept access unit that belongs to a camera frame."""
-        with self._lock:
-            return next((a for a in reversed(self._aus) if a.capture_wall_ns is not None), None)
-
-    def oldest_frame_ns(self) -> int | None:
-        """Capture wall time of the oldest kept frame."""
-        with self._lock:
-            return next((a.capture_wall_ns for a in self._aus if a.capture_wall_ns is not None), None)
+        ends = self.ends()
+        return None if ends is None else (ends[0].frame_seq or 0, ends[1].frame_seq or 0)
 
     def since(self, seq: int) -> list[AccessUnit]:
         """The access units after number `seq` (the rest of a clip that keeps recording)."""
@@ -319,11 +315,11 @@ class Replay:
         """Frame-exact: from the first frame captured at or after `start_ns` (wall ns; decoding starts on the
         key frame before it) up to now, later cut at `until_ns` (the last frame captured at or before it)."""
         self.store.check_writable()
-        oldest = self.ring.oldest_frame_ns()
+        ends = self.ring.ends()
         aus, caps, shown_from = self.ring.cut_at(start_ns)
-        if oldest is None or caps is None or shown_from >= len(aus):
+        if ends is None or caps is None or shown_from >= len(aus):
             raise ReplayError(503, "no H.264 frames kept yet: replay has just started; try again in a few seconds")
-        if until_ns is not None and until_ns < oldest:
+        if until_ns is not None and until_ns < (ends[0].capture_wall_ns or 0):
             raise ReplayError(410, f"the asked frames are no longer kept: replay keeps the last "
                                    f"{self.ring.seconds:g} s (replay.seconds)")
         return Take(aus, caps, shown_from, until_ns)
@@ -334,8 +330,8 @@ class Replay:
 
     def covered(self, until_ns: int) -> bool:
         """Has a frame captured after `until_ns` (wall ns) been encoded (so a clip ending there is complete)?"""
-        newest = self.ring.newest()
-        return newest is not None and newest.capture_wall_ns is not None and newest.capture_wall_ns > until_ns
+        ends = self.ring.ends()
+        return ends is not None and (ends[1].capture_wall_ns or 0) > until_ns
 
     @staticmethod
     def new_id() -> str:

@@ -63,30 +63,33 @@ def router(service: Service) -> APIRouter:
             raise HTTPException(404, f"no event {event_id}: it was deleted, or removed beyond events.max_events")
         return event
 
-    async def resolve(event: Event) -> None:
-        """Fill in the frame's capture time (or the frame of a time) from the replay ring, where it is kept."""
+    async def resolve(event: Event) -> ReplayError | None:
+        """Fill in the frame's capture time (or the frame of a time) from the replay ring, where it is kept;
+        why not, when the frame is gone or unknown (its clip then says so)."""
         r = service.replay
         if r is None:
-            return
+            return None
         if event.frame is not None and event.time is None:
             try:
                 event.time = round(await frame_time(r, event.frame) / 1e9, 6)
-            except ReplayError:
-                pass  # the clip says why; the event is kept as it came
+            except ReplayError as e:
+                return e  # the event is kept as it came
         elif event.time is not None and event.frame is None:
             aus, _caps, first = r.ring.cut_at(int(event.time * 1e9))
             if first < len(aus):
                 event.frame = aus[first].frame_seq
+        return None
 
-    async def clip_for(event: Event, done: asyncio.Event | None = None) -> None:
+    async def clip_for(event: Event, unknown: ReplayError | None, done: asyncio.Event | None) -> None:
         clip = event.clip
         assert clip is not None
         try:
             r = service.replay
             if r is None:
                 raise ReplayError(404, "replay is off: set replay.enabled: true in the config to get clips")
+            if unknown is not None:
+                raise unknown
             if event.time is None:
-                await frame_time(r, event.frame or 0)  # raises the reason (gone, unknown)
                 raise ReplayError(422, "the event's frame has no capture time")
             made = await make_clip(r, around_ns=int(event.time * 1e9), before=clip["before"], after=clip["after"],
                                    label=event.label or event.kind, clip_id=clip["id"], event=event.id)
@@ -120,7 +123,7 @@ def router(service: Service) -> APIRouter:
             raise HTTPException(422, "give `frame` or `time`, not both")
         event = Event(id=store.new_id(), kind=request.kind, created=round(time.time(), 6), frame=request.frame,
                       time=request.time, label=request.label, data=request.data)
-        await resolve(event)
+        unknown = await resolve(event)
         done = asyncio.Event() if request.wait else None
         if request.clip is not None:
             event.clip = {**request.clip.model_dump(), "id": Replay.new_id(), "status": "pending", "error": None,
@@ -131,7 +134,7 @@ def router(service: Service) -> APIRouter:
         await asyncio.to_thread(store.add, event)
         feed.send("event", event)
         if event.clip is not None and event.clip["status"] == "pending":
-            job = asyncio.create_task(clip_for(event, done))
+            job = asyncio.create_task(clip_for(event, unknown, done))
             jobs.add(job)
             job.add_done_callback(jobs.discard)
             if done is not None:

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -48,6 +49,9 @@ class TableResult(BaseModel):
     px_per_mm: float | None = None
     margin_mm: float | None = None
     view_size: Size | None = None
+    image_size: Size | None = Field(None, description="the camera picture the corners are in")
+    camera_from_mm: list[float] | None = Field(None, description="3x3 homography, row-major: table mm (0, 0 at "
+                                               "the top-left corner) -> camera-view pixels (drawing in mm)")
     persisted_to: str | None = Field(None, description="table.yaml it was saved to, if any")
 
 
@@ -83,8 +87,10 @@ def router(service: Service) -> APIRouter:
         if t is None:
             return TableResult(calibrated=False)
         tv = view_of(service.cfg, t)
+        to_px = np.linalg.inv(t.homography())
         return TableResult(calibrated=True, corners=[list(c) for c in t.corners], size_mm=list(t.size_mm),
-                           px_per_mm=tv.px_per_mm, margin_mm=tv.margin_mm, view_size=list(tv.size))
+                           px_per_mm=tv.px_per_mm, margin_mm=tv.margin_mm, view_size=list(tv.size),
+                           image_size=list(t.image_size), camera_from_mm=(to_px / to_px[2, 2]).ravel().tolist())
 
     @r.put("/api/table", response_model=TableResult, summary="Calibrate the table (applied live, saved)",
              responses={401: {"description": "auth.token is set and the bearer token is missing or wrong"},
