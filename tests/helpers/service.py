@@ -32,6 +32,7 @@ class ServiceProcess:
         full_env.update(env or {})
         if "CUECAST_REPLAY__DIR" not in full_env:  # events (and clips) land next to the log, never in /var/lib
             full_env.setdefault("CUECAST_EVENTS__DIR", str(log_path.parent / "events"))
+        full_env.setdefault("CUECAST_FISHEYE__DIR", str(log_path.parent / "lens"))  # guided calibrations too
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cuecast", "serve", *args], stdout=self._log, stderr=subprocess.STDOUT,
             env=full_env,

@@ -42,6 +42,7 @@ from cuecast.protocol.messages import (
     ControlsRequest,
     DemandRequest,
     FisheyeRequest,
+    LensRequest,
     PipelineStatus,
     RawFrameRequest,
     Request,
@@ -347,10 +348,8 @@ class CaptureService:
             buf.unmap(mi)
 
     def raw_frame(self, timeout: float = GRAB_TIMEOUT_S) -> dict[str, Any]:
-        """The next raw camera frame, written as PNG to the runtime directory (RawFrameRequest)."""
-        import cv2
-        import numpy as np
-
+        """The next raw camera frame, written as I420 bytes to the runtime directory (RawFrameRequest): a copy,
+        no conversion or encoding on the capture process's CPU."""
         pipeline = self.pipeline
         got = self.raw.take(timeout) if pipeline is not None else None
         if got is None or pipeline is None:
@@ -360,17 +359,48 @@ class CaptureService:
         ok, mi = buf.map(Gst.MapFlags.READ)
         if not ok:
             raise ControlError("the camera frame could not be read")
+        path, tmp = self.runtime.path / "raw.i420", self.runtime.path / ".raw.i420"
         try:
-            yuv = np.frombuffer(mi.data, np.uint8, count=w * h * 3 // 2).reshape(h * 3 // 2, w)
-            frame = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+            with open(tmp, "wb") as f:
+                f.write(mi.data[: w * h * 3 // 2])
         finally:
             buf.unmap(mi)
-        path, tmp = self.runtime.path / "raw.png", self.runtime.path / ".raw.png"
-        cv2.imwrite(str(tmp), frame)
         tmp.replace(path)
         source = self.spec.describe() if self.spec is not None else None
-        return {"path": str(path), "width": w, "height": h, "seq": seq, "capture_time": round(wall, 6),
-                "source": source, "corrected": False}
+        return {"path": str(path), "format": "I420", "width": w, "height": h, "seq": seq,
+                "capture_time": round(wall, 6), "source": source, "corrected": False}
+
+    @staticmethod
+    def _rebuild_once(pipeline: OutputPipeline) -> bool:
+        pipeline.rebuild()
+        return False
+
+    def set_lens(self, path: Path) -> dict[str, Any]:
+        """A new lens calibration, live (LensRequest): the camera view's maps (and the table view's, which
+        start from the raw frame) are rebuilt and swapped between two frames. A pipeline built without a
+        correction is rebuilt once with one (the backend's reader sees a short gap and reconnects)."""
+        fc, w, h = self.cfg.fisheye, self.cfg.source.width, self.cfg.source.height
+        try:
+            model = load_model(path)
+            model.scaled_to(w, h)
+        except CalibrationError as e:
+            raise ControlError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+        self.fisheye = FisheyeSetup(model, str(path), fc.balance, fc.fov_scale,
+                                    self.fisheye.enabled if self.fisheye else fc.enabled)
+        fc.calibration = path
+        maps = build_maps(model, w, h, chroma=True, balance=fc.balance, fov_scale=fc.fov_scale)
+        p = self.pipeline
+        if p is not None:
+            view = p.view("camera")
+            had = view is not None and view.maps is not None
+            p.set_view_maps("camera", maps)
+            if self.table is not None and p.view("table") is not None:
+                p.set_view_maps("table", self._table_maps(self.table))
+            if not had:
+                log.info("the pipeline had no correction: rebuilding it with one")
+                GLib.idle_add(self._rebuild_once, p)
+        log.info("lens calibration applied live from %s (fx %.2f, fy %.2f)", path, model.K[0, 0], model.K[1, 1])
+        return self.status().fisheye
 
     def _drift_loop(self) -> None:
         """About once a minute: are the cushion lines still where the calibration says? Never changes it."""
@@ -477,6 +507,8 @@ class CaptureService:
             return {"path": str(path), "width": int(frame.shape[1]), "height": int(frame.shape[0])}
         if isinstance(req, RawFrameRequest):
             return self.raw_frame()
+        if isinstance(req, LensRequest):
+            return self.set_lens(Path(req.calibration))
         if isinstance(req, CameraRequest):
             return self.camera_status()
         if isinstance(req, CameraSetRequest):

@@ -21,8 +21,6 @@ import numpy as np
 
 from cuecast.core.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
 
-DUPLICATE_FRACTION = 0.03  # a view whose corners moved less than 3% of the diagonal is a near-duplicate
-
 
 def progress(i: int, n: int, label: str = "", width: int = 30) -> None:
     """A one-line progress bar on stderr."""
@@ -94,9 +92,19 @@ def cmd_solve(args: argparse.Namespace) -> int:
     print(f"coverage: the board's corners span {100 * sol.coverage:.0f}% of the image"
           + ("  (low: add views near the edges and corners)" if sol.coverage < 0.5 else ""))
     print(f"straightness after correction: worst board row/column {sol.straightness_px:.2f} px from a straight line")
+    est = sol.estimate
+    if est is None:
+        print("map error: not estimated (too few views to leave any out); capture more views")
+    else:
+        print(f"estimated map error (from {est.subsets} view subsets): p95 {est.p95:.2f} px, max {est.max:.2f} px"
+              + ("  (over 1 px: add views where the regions below are worst)" if est.p95 > 1 else ""))
+        for row in est.regions:
+            print("  " + "  ".join(f"{v:5.2f}" for v in row))
     out = Path(args.output)
     sol.model.extra.update({"views_used": len(sol.used), "coverage": round(sol.coverage, 3),
                             "straightness_px": round(sol.straightness_px, 3)})
+    if est is not None:
+        sol.model.extra["map_error_estimate"] = {"p95": est.p95, "max": est.max, "regions": est.regions}
     sol.model.save(out)
     print(f"wrote {out}")
     return EXIT_OK
@@ -229,7 +237,8 @@ def _views_file_problem(paths: list[str]) -> str | None:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from cuecast.lens.calibration import View, coverage_guidance, detect, parse_board
+    from cuecast.lens.calibration import detect, parse_board
+    from cuecast.lens.guide import Picker
 
     try:
         board = parse_board(args.board)
@@ -237,43 +246,62 @@ def cmd_capture(args: argparse.Namespace) -> int:
         return _fail(str(e), EXIT_BAD_INPUT)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    kept: list[View] = []
+    picker: Picker | None = None
     saved: dict[str, dict[str, Any]] = {}
-    tried = 0
-    last = 0.0
+    tried = found = 0
+    last, said = 0.0, ""
     deadline = time.monotonic() + args.timeout
+    target = f"{args.count} views" if args.count else "complete coverage"
+    print(f"capturing until {target}: hold the {board[0]}x{board[1]} board still in each place the guidance "
+          "names; a view is kept when the board is still and adds something new", file=sys.stderr)
+
+    def done() -> bool:
+        if picker is None:
+            return False
+        return len(picker.kept) >= args.count if args.count else picker.coverage.complete
+
     try:
         for frame, origin in _grabber(args):
-            if len(kept) >= args.count or time.monotonic() > deadline:
+            if done() or time.monotonic() > deadline:
                 break
             if time.monotonic() - last < args.interval:
                 continue
             last = time.monotonic()
             tried += 1
-            corners = detect(frame, board)
-            if corners is None:
-                continue
             size = (frame.shape[1], frame.shape[0])
-            diag = float(np.hypot(*size))
-            if any(np.mean(np.linalg.norm((corners - v.corners).reshape(-1, 2), axis=1)) < DUPLICATE_FRACTION * diag
-                   for v in kept):
-                continue  # near-duplicate of a kept view: move the board
-            name = f"view-{len(kept) + 1:03d}.jpg"
+            if picker is None:
+                picker = Picker(size, board)
+            corners = detect(frame, board)
+            found += corners is not None
+            keep, why = picker.consider(corners)
+            if not keep or corners is None:
+                if why != said:
+                    sys.stderr.write(f"  {why}\n")
+                    said = why
+                continue
+            name = f"view-{len(picker.kept) + 1:03d}.jpg"
             cv2.imwrite(str(out / name), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
             saved[name] = {**origin, "size": list(size), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             _save_views_file(out, saved)
-            kept.append(View(name, corners, size))
-            progress(len(kept), args.count, f"kept {name}")
-            tips = coverage_guidance(kept, size)
-            if tips:
-                sys.stderr.write(f"\n  still missing: {tips[0]}\n")
+            picker.keep(corners)
+            cov = picker.coverage
+            sys.stderr.write(f"kept {name}: {why}; coverage {100 * cov.fraction:.0f}%\n")
+            tips = cov.missing()
+            if tips and not done():
+                sys.stderr.write(f"  still missing: {tips[0]}" + (f" (and {len(tips) - 1} more)" if len(tips) > 1
+                                                                   else "") + "\n")
+            said = ""
     except RuntimeError as e:
         return _fail(str(e))
-    if len(kept) < args.count:
-        return _fail(f"kept {len(kept)} of {args.count} views after trying {tried} frames; the board must be "
-                     f"fully visible ({board[0]}x{board[1]} inner corners) and moved between views")
-    print(f"kept {len(kept)} views in {out}")
-    for tip in coverage_guidance(kept, (kept[0].image_size)):
+    kept = len(picker.kept) if picker else 0
+    if not done():
+        tips = picker.coverage.missing() if picker else []
+        return _fail(f"stopped after {tried} looks ({found} with the board) with {kept} view(s) kept, before "
+                     f"{target}" + (f"; still missing: {'; '.join(tips)}" if tips else "") +
+                     f". The whole {board[0]}x{board[1]} board (inner corners) must be in the picture, held still, "
+                     "and moved between views")
+    print(f"kept {kept} views in {out}" + (" (coverage complete)" if picker and picker.coverage.complete else ""))
+    for tip in picker.coverage.missing() if picker else []:
         print(f"  tip: {tip}")
     return EXIT_OK
 
@@ -369,7 +397,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     csub = cal.add_subparsers(dest="calibrate_command", required=True)
 
     cap = csub.add_parser("capture", help="grab checkerboard views from the running service or a source")
-    cap.add_argument("--count", type=int, default=20)
+    cap.add_argument("--count", type=int, default=None, help="stop after this many views (default: when the "
+                     "guidance says coverage is complete)")
     cap.add_argument("--out", required=True)
     cap.add_argument("--board", default="9x6", help="inner corners COLSxROWS (default 9x6)")
     cap.add_argument("--socket", help="read the service's shared memory instead (corrected frames when a "

@@ -20,6 +20,7 @@ from cuecast.config.save import (
     mask_url,
     save_camera,
     save_controls,
+    save_lens_path,
     save_table_path,
 )
 from cuecast.config.schema import (
@@ -88,5 +89,6 @@ __all__ = [
     "reread",
     "save_camera",
     "save_controls",
+    "save_lens_path",
     "save_table_path",
 ]

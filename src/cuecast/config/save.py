@@ -28,6 +28,11 @@ def save_table_path(path: Path, table_path: Path) -> None:
     _save_section(path, "table", {"calibration": str(table_path)})
 
 
+def save_lens_path(path: Path, lens_path: Path | None) -> None:
+    """Write `fisheye.calibration: LENS_PATH` into a config file, keeping its comments and everything else."""
+    _save_section(path, "fisheye", {"calibration": None if lens_path is None else str(lens_path)})
+
+
 def _save_section(path: Path, name: str, values: Mapping[str, Any]) -> None:
     """Set keys of one section in a config file (made if missing), keeping its comments and the rest; written
     to a temporary file and renamed, with the file's permissions."""

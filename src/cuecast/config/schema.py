@@ -81,6 +81,9 @@ class FisheyeConfig(_Model):
     the demo source brings its own."""
 
     calibration: Path | None = Field(None, description="camera.yaml from `cuecast calibrate solve`")
+    dir: Path | None = Field(None, description="where the viewer's guided calibration keeps the lens files it "
+                             "applies (each kept, for revert); default: a lens folder next to the config file, "
+                             "or /var/lib/cuecast/lens")
     balance: float | None = Field(None, ge=0.0, le=1.0, description="default: from the calibration file")
     fov_scale: float | None = Field(None, ge=0.1, le=10.0, description="default: from the calibration file")
     enabled: bool = Field(True, description="correct frames; false passes them through", json_schema_extra=LIVE)
@@ -418,6 +421,11 @@ class Config(_Model):
         if self.h264_wanted:
             rates.append(self.h264.fps)
         return min(self.source.fps, max(rates, default=self.source.fps))
+
+    def lens_dir(self, config_path: Path | None) -> Path:
+        if self.fisheye.dir is not None:
+            return self.fisheye.dir
+        return config_path.parent / "lens" if config_path is not None else Path("/var/lib/cuecast/lens")
 
     @property
     def events_dir(self) -> Path:

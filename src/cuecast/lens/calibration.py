@@ -11,6 +11,11 @@ Owns what `cuecast calibrate` does, as plain functions (pure OpenCV/numpy, no GS
 - Reports a person can judge: per-view RMS, coverage of the image, and straightness (how far undistorted
   board rows are from straight lines), not only the overall RMS.
 - `preview(...)`: before/after side by side with straight guide lines.
+- The map error: how far the solved correction puts each pixel of the corrected picture from where another
+  model puts it, after the best homography between the two (a homography keeps lines straight and the
+  table calibration absorbs it: what remains bends lines and misplaces millimetres). `map_error` against a
+  known lens (tests), and the solver's own estimate of it (`estimate_error`: the spread of the solution over
+  view subsets, delete-d jackknife), per region of the picture.
 """
 
 from __future__ import annotations
@@ -53,6 +58,18 @@ class Solution:
     coverage: float  # fraction of the image inside the hull of all corners
     straightness_px: float  # worst deviation of undistorted board rows/columns from a straight line
     notes: list[str] = field(default_factory=list)
+    estimate: ErrorEstimate | None = None  # the solver's own map error estimate (None: too few views)
+
+
+@dataclass
+class ErrorEstimate:
+    """The map error the solver expects (px in the corrected picture): p95 and max over the picture, and
+    p95 per region (ROWS x COLS grid, top row first), from the spread of solutions over view subsets."""
+
+    p95: float
+    max: float
+    regions: list[list[float]]
+    subsets: int
 
 
 def parse_board(text: str) -> tuple[int, int]:
@@ -175,8 +192,83 @@ def line_deviation(points: np.ndarray) -> float:
     return float(np.abs(centred @ normal).max())
 
 
+MAP_GRID = 40  # samples per side of the corrected picture for map errors
+ESTIMATE_SUBSETS = 12  # view subsets the error estimate solves again (about 30 ms each at 14 views)
+REGION_GRID = (4, 3)  # columns, rows of the per-region estimate (the guide's coverage grid)
+
+
+def _map_samples(model: FisheyeModel, n: int = MAP_GRID) -> tuple[np.ndarray, np.ndarray, float]:
+    """An n x n grid over the corrected picture (balance 0): its rays (normalised camera coordinates),
+    its pixel positions, and the corrected picture's focal length (px per unit of ray)."""
+    w, h = model.image_size
+    P = output_matrix(model, 0.0, 1.0)
+    xs, ys = np.meshgrid(np.linspace(0, w - 1, n), np.linspace(0, h - 1, n))
+    pix = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    rays = (pix - P[:2, 2]) / np.diag(P)[:2]
+    return rays.reshape(-1, 1, 2), pix, float(P[0, 0])
+
+
+def map_difference(ref: FisheyeModel, other: FisheyeModel, n: int = MAP_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """Where `other` puts each sample pixel of `ref`'s corrected picture, relative to `ref`, after the best
+    homography between the two: (N, 2) displacements in px, and the samples' pixel positions."""
+    rays, pix, f = _map_samples(ref, n)
+    src = cv2.fisheye.distortPoints(rays, ref.K, ref.D)
+    seen = cv2.fisheye.undistortPoints(src, other.K, other.D).reshape(-1, 2)
+    want = rays.reshape(-1, 2)
+    H, _ = cv2.findHomography(seen, want, 0)
+    aligned = cv2.perspectiveTransform(seen.reshape(-1, 1, 2), H).reshape(-1, 2)
+    return (aligned - want) * f, pix
+
+
+def map_error(truth: FisheyeModel, solved: FisheyeModel, n: int = MAP_GRID) -> np.ndarray:
+    """Per-sample map error (px) of a solved model against the true lens (see the module's docstring)."""
+    diff, _pix = map_difference(truth, solved.scaled_to(*truth.image_size), n)
+    return np.linalg.norm(diff, axis=1)
+
+
+def _by_region(values: np.ndarray, pix: np.ndarray, size: tuple[int, int]) -> list[list[float]]:
+    cols, rows = REGION_GRID
+    c = np.clip((pix[:, 0] * cols / size[0]).astype(int), 0, cols - 1)
+    r = np.clip((pix[:, 1] * rows / size[1]).astype(int), 0, rows - 1)
+    return [[round(float(np.percentile(values[(r == i) & (c == j)], 95)), 3) for j in range(cols)]
+            for i in range(rows)]
+
+
+def estimate_error(views: Sequence[View], board: tuple[int, int], square: float, model: FisheyeModel, *,
+                   subsets: int = ESTIMATE_SUBSETS, seed: int = 0,
+                   progress: Callable[[int, int], None] | None = None) -> ErrorEstimate | None:
+    """The map error the solution is expected to have, from its spread over view subsets (delete-d
+    jackknife: leave out a fifth of the views, solve again, compare the maps; the spread scaled by
+    (n - d) / d estimates the full solution's variance). None when too few views to leave any out."""
+    n = len(views)
+    d = max(1, n // 5)
+    if n - d < MIN_VIEWS:
+        return None
+    rng = np.random.default_rng(seed)
+    obj = object_points(board, square)
+    flags = BASE_FLAGS | cv2.fisheye.CALIB_USE_INTRINSIC_GUESS
+    fields = []
+    for k in range(subsets):
+        keep = sorted(rng.choice(n, n - d, replace=False))
+        part = [views[i] for i in keep]
+        try:
+            _rms, K, D, _r, _t = _calibrate(part, obj, model.image_size, flags, model.K, model.D)
+        except cv2.error:
+            continue
+        diff, pix = map_difference(model, FisheyeModel(np.asarray(K), np.asarray(D).ravel(), model.image_size))
+        fields.append(diff)
+        if progress:
+            progress(k + 1, subsets)
+    if len(fields) < 3:
+        return None
+    stack = np.array(fields)
+    spread = np.sqrt((n - d) / d * np.mean(np.sum((stack - stack.mean(axis=0)) ** 2, axis=2), axis=0))
+    return ErrorEstimate(round(float(np.percentile(spread, 95)), 3), round(float(spread.max()), 3),
+                         _by_region(spread, pix, model.image_size), len(fields))
+
+
 def solve(views: list[View], board: tuple[int, int], square: float, *, balance: float = 0.0,
-          progress: Callable[[str], None] | None = None) -> Solution:
+          progress: Callable[[str], None] | None = None, estimate: bool = True) -> Solution:
     if len(views) < MIN_VIEWS:
         raise CalibrationFailed(f"{len(views)} usable views; at least {MIN_VIEWS} are needed (20 or more is better)")
     size = views[0].image_size
@@ -229,40 +321,16 @@ def solve(views: list[View], board: tuple[int, int], square: float, *, balance: 
     say(f"refined with {len(used)} views, RMS {rms:.3f} px")
     model = FisheyeModel(np.asarray(K, np.float64), np.asarray(D, np.float64).ravel(), size, float(rms),
                          balance=balance)
+    est = None
+    if estimate:
+        say("estimating the map error from view subsets")
+        est = estimate_error(used, board, square, model)
     return Solution(
         model=model, used=[v.name for v in used], dropped=dropped,
         per_view_rms={v.name: e for v, e in zip(used, errs, strict=True)}, rms=float(rms),
         coverage=coverage(used, size), straightness_px=straightness(used, board, model), notes=notes,
+        estimate=est,
     )
-
-
-def coverage_guidance(views: Sequence[View], size: tuple[int, int]) -> list[str]:
-    """What is still missing: image regions (3x3 grid) without corners, and board tilts not seen yet."""
-    w, h = size
-    hits = np.zeros((3, 3), int)
-    tilts = set()
-    for v in views:
-        pts = v.corners.reshape(-1, 2)
-        for x, y in pts:
-            hits[min(2, int(3 * y / h)), min(2, int(3 * x / w))] += 1
-        # Tilt from the board's outline: a side clearly longer than its opposite one.
-        xs, ys = pts[:, 0], pts[:, 1]
-        left = ys[xs < np.percentile(xs, 20)]
-        right = ys[xs > np.percentile(xs, 80)]
-        top = xs[ys < np.percentile(ys, 20)]
-        bottom = xs[ys > np.percentile(ys, 80)]
-        if left.size and right.size:
-            ratio = np.ptp(left) / max(np.ptp(right), 1e-6)
-            tilts.add("left" if ratio > 1.15 else "right" if ratio < 0.87 else "flat-h")
-        if top.size and bottom.size:
-            ratio = np.ptp(top) / max(np.ptp(bottom), 1e-6)
-            tilts.add("up" if ratio > 1.15 else "down" if ratio < 0.87 else "flat-v")
-    names = [["top-left", "top", "top-right"], ["left", "centre", "right"], ["bottom-left", "bottom", "bottom-right"]]
-    tips = [f"no corners yet in the {names[r][c]} of the image" for r in range(3) for c in range(3) if not hits[r, c]]
-    for t in ("left", "right", "up", "down"):
-        if t not in tilts:
-            tips.append(f"no view with the board tilted {t} yet")
-    return tips
 
 
 def preview(model: FisheyeModel, image: np.ndarray, *, balance: float | None = None) -> np.ndarray:

@@ -347,6 +347,18 @@ class OutputPipeline:
         if el is not None:
             el.set_property("map", GLib.Bytes.new(remap_table(maps, (self.width, self.height))))
 
+    def rebuild(self) -> None:
+        """Build the pipeline again from its views (a view got maps it had no element for). Main loop."""
+        if not self._running:
+            return
+        self._teardown()
+        self.restarts += 1
+        try:
+            self._build()
+        except (RuntimeError, GLib.Error) as e:
+            log.error("output pipeline rebuild failed: %s", e)
+            self._restart_id = GLib.timeout_add(int(RESTART_DELAY_S * 1000), self._restart)
+
     def _restart(self) -> bool:
         self._restart_id = None
         if not self._running:

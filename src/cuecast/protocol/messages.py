@@ -66,10 +66,20 @@ class SnapshotRequest(Request):
 
 
 class RawFrameRequest(Request):
-    """The next raw camera frame (decoded, before the picture controls and the correction) as PNG in the runtime
-    directory, for lens calibration; answers {path, width, height, seq, capture_time, source, corrected}."""
+    """The next raw camera frame (decoded, before the picture controls and the correction) as I420 bytes in the
+    runtime directory (no encoding in the capture process), for lens calibration; answers {path, format: I420,
+    width, height, seq, capture_time, source, corrected}."""
 
     op = "raw_frame"
+
+
+class LensRequest(Request):
+    """A new lens calibration, live: the camera.yaml at `calibration` replaces the correction's model (the maps
+    are rebuilt and swapped between two frames; a pipeline without a correction gets one). Answers the
+    fisheye status."""
+
+    op = "lens"
+    calibration: str
 
 
 class CameraRequest(Request):
@@ -95,8 +105,8 @@ class FisheyeRequest(Request):
 
 
 REQUESTS: dict[str, type[Request]] = {cls.op: cls for cls in (
-    StatusRequest, DemandRequest, ControlsRequest, TableRequest, SnapshotRequest, RawFrameRequest, CameraRequest,
-    CameraSetRequest, FisheyeRequest)}
+    StatusRequest, DemandRequest, ControlsRequest, TableRequest, SnapshotRequest, RawFrameRequest, LensRequest,
+    CameraRequest, CameraSetRequest, FisheyeRequest)}
 
 
 def decode_request(line: bytes) -> Request:

@@ -30,7 +30,7 @@ from cuecast.media.runner import SourceRunner
 from cuecast.media.sources import SourceError, SourceSpec, parse_source
 from cuecast.protocol.control import CaptureLink, ControlError
 from cuecast.protocol.frame import FrameInfo
-from cuecast.protocol.messages import CaptureStatus, ControlsRequest, PipelineStatus, TableRequest
+from cuecast.protocol.messages import CaptureStatus, ControlsRequest, LensRequest, PipelineStatus, TableRequest
 from cuecast.protocol.worker import Runtime
 from cuecast.streaming.degrade import Degrader, EntryCounters, Group, Rated
 from cuecast.streaming.encoders import EncoderError, EncoderKind, choose
@@ -135,6 +135,8 @@ class Service:
         self.degrader: Degrader | None = None
         self._timers: list[int] = []
         self.table_set_live = False  # a table set over the API, not saved: a new capture process gets it from here
+        self.lens_path: Path | None = None  # a lens applied over the API: a new capture process gets it from here
+        self.lens_session: Any = None  # the guided lens calibration (streaming.lenscal.LensSession), if any
         self.last_ring_mono: float | None = None
         self.demand_since: float | None = None  # when an output here last got a consumer (None: nobody)
         self.started_mono: float | None = None
@@ -310,6 +312,8 @@ class Service:
         for timer in self._timers:
             GLib.source_remove(timer)
         self._timers = []
+        if self.lens_session is not None:
+            self.lens_session.stop()
         if self.feeder is not None:
             self.feeder.stop()
         self.link.stop()
@@ -368,6 +372,8 @@ class Service:
             self.link.request(ControlsRequest(controls=self.cfg.controls))
             if self.table is not None and self.table_set_live:
                 self.link.request(TableRequest(table=table_dict(self.table)))
+            if self.lens_path is not None:
+                self.link.request(LensRequest(calibration=str(self.lens_path)), 10.0)
         except ControlError as e:
             log.warning("could not hand the picture controls to the new capture process: %s", e)
 

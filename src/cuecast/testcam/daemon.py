@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cuecast.testcam.picture import Frames
+from cuecast.testcam.picture import HOLD_S, Frames
 from cuecast.testcam.spec import FOURCCS, TYPES, Device
 
 log = logging.getLogger("cuecast.testcam")
@@ -188,7 +188,8 @@ class Camera:
                 if corrupt:
                     self.corrupt_left -= 1
                 store = self.store
-            data = self.frames.frame(fourcc, w, h, level, seq % NUMBERS)
+            scene = seq // max(1, round(HOLD_S / period)) % self.frames.scenes(w, h)
+            data = self.frames.frame(fourcc, w, h, level, seq % NUMBERS, scene)
             if corrupt:  # as a flaky camera sends: the JPEG cut short and garbled
                 data = data[: len(data) // 2] + b"\x00" * 64
             delay = next_t - time.monotonic()

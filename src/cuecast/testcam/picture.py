@@ -1,8 +1,9 @@
 """What the test camera's sensor sees, and its frames in each format: a base picture (the demo table through
-the demo lens, a test pattern or a video file's first frame), the picture level its controls set (brightness,
-gain and exposure change it, as on a real sensor), and each frame's number painted as blocks at the top left
-(`read_number` reads it back), so a test can tell which frame it holds. Frames are made once per (format,
-size, level, number) and reused: the camera costs little while the picture does not change."""
+the demo lens, a test pattern, a video file's first frame, or a checkerboard held in one pose after another
+through a known fisheye lens: `board`, or `board:LENS.yaml` for another lens), the picture level its controls
+set (brightness, gain and exposure change it, as on a real sensor), and each frame's number painted as blocks
+at the top left (`read_number` reads it back), so a test can tell which frame it holds. Frames are made once
+per (format, size, level, number, pose) and reused: the camera costs little while the picture does not change."""
 
 from __future__ import annotations
 
@@ -35,6 +36,46 @@ def read_number(img: np.ndarray) -> int | None:
     value = sum(b << i for i, b in enumerate(bits[:BITS]))
     check = sum(b << i for i, b in enumerate(bits[BITS:]))
     return value if value % 251 == check else None
+
+
+HOLD_S = 1.5  # `board`: how long the board stays in each pose
+
+
+class BoardScenes:
+    """`picture: board[:LENS.yaml]`: the board's poses of one size, rendered on first use (about 50 ms each at
+    1280x720), through the given lens (its camera.yaml, scaled to the size) or the default one."""
+
+    def __init__(self, picture: str, width: int, height: int) -> None:
+        from cuecast.testcam import board
+
+        lens = picture.partition(":")[2]
+        if lens:
+            from pathlib import Path
+
+            from cuecast.lens.model import CalibrationError, load_model
+
+            try:
+                model = load_model(Path(lens)).scaled_to(width, height)
+            except CalibrationError as e:
+                raise ValueError(f"picture {picture!r}: {e}") from None
+            K, D = model.K, model.D
+        else:
+            if abs(width / height - 16 / 9) > 0.01:
+                raise ValueError(f"picture board: the default lens is 16:9, this mode is {width}x{height}; give "
+                                 "board:LENS.yaml")
+            K, D = board.scaled_lens((width, height)), board.TRUE_D
+        self.renderer = board.BoardRenderer(K, D, (width, height), supersample=1)
+        self.poses = board.tour(self.renderer)
+        self._pictures: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def picture(self, scene: int) -> np.ndarray:
+        i = scene % len(self.poses)
+        if i not in self._pictures:
+            self._pictures[i] = cv2.cvtColor(self.renderer.render(self.poses[i]), cv2.COLOR_GRAY2BGR)
+        return self._pictures[i]
 
 
 def base_picture(picture: str, width: int, height: int) -> np.ndarray:
@@ -84,11 +125,30 @@ class Frames:
     def __init__(self, picture: str) -> None:
         self.picture = picture
         self._bases: dict[tuple[int, int], np.ndarray] = {}
+        self._boards: dict[tuple[int, int], BoardScenes] = {}
         self._lens: dict[tuple[int, int], LensCode] = {}
-        self._cache: OrderedDict[tuple[str, int, int, int, int], bytes] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, int, int, int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def base(self, width: int, height: int) -> np.ndarray:
+    def scenes(self, width: int, height: int) -> int:
+        """How many pictures the sensor shows in turn (the board's poses; 1 for a still picture)."""
+        return len(self._board(width, height)) if self._moving else 1
+
+    @property
+    def _moving(self) -> bool:
+        return self.picture == "board" or self.picture.startswith("board:")
+
+    def _board(self, width: int, height: int) -> BoardScenes:
+        with self._lock:
+            if (width, height) not in self._boards:
+                self._boards[(width, height)] = BoardScenes(self.picture, width, height)
+            return self._boards[(width, height)]
+
+    def base(self, width: int, height: int, scene: int = 0) -> np.ndarray:
+        if self._moving:
+            board = self._board(width, height)
+            with self._lock:
+                return board.picture(scene)
         with self._lock:
             if (width, height) not in self._bases:
                 self._bases[(width, height)] = base_picture(self.picture, width, height)
@@ -104,14 +164,14 @@ class Frames:
                 self._lens[(width, height)] = LensCode(width, height)
             return self._lens[(width, height)]
 
-    def frame(self, fourcc: str, width: int, height: int, level_pct: int, number: int) -> bytes:
-        key = (fourcc, width, height, level_pct, number)
+    def frame(self, fourcc: str, width: int, height: int, level_pct: int, number: int, scene: int = 0) -> bytes:
+        key = (fourcc, width, height, level_pct, number, scene)
         with self._lock:
             got = self._cache.get(key)
             if got is not None:
                 self._cache.move_to_end(key)
                 return got
-        img = self.base(width, height)
+        img = self.base(width, height, scene)
         if level_pct != 100:
             img = cv2.convertScaleAbs(img, alpha=level_pct / 100.0)
         else:

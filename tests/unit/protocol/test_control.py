@@ -19,6 +19,7 @@ from cuecast.protocol.control import CaptureLink, ControlError, ControlServer
 def test_every_request_round_trips() -> None:
     reqs = [msg.StatusRequest(), msg.DemandRequest(on=True), msg.ControlsRequest(controls=ControlsConfig(contrast=1.2)),
             msg.TableRequest(table={"corners": [[0, 0]]}), msg.SnapshotRequest(), msg.RawFrameRequest(),
+            msg.LensRequest(calibration="/etc/cuecast/lens/camera.yaml"),
             msg.CameraRequest(),
             msg.CameraSetRequest(controls={"gain": 3, "backlight": True}),
             msg.CameraSetRequest(profile_set=True, profile=None), msg.FisheyeRequest(enabled=False)]

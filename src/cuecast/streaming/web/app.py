@@ -1,5 +1,5 @@
 """The FastAPI app on :8000: the viewer, status, health, and every router: the MJPEG qualities and WHEP (from
-their outputs), table, controls, camera, replay clips, events, metrics.
+their outputs), table, lens, controls, camera, replay clips, events, metrics.
 
 Owns the HTTP contract of the API (typed, documented at /docs): qualities are an enum (422 lists the
 allowed values), controls are bounded (422 names the field), bodies are size-limited (413, limits.py), and
@@ -27,7 +27,7 @@ from cuecast.streaming.outputs.webrtc import http as whep
 from cuecast.streaming.service import Service
 from cuecast.streaming.web import metrics
 from cuecast.streaming.web.limits import finite
-from cuecast.streaming.web.routes import camera, controls, events, table
+from cuecast.streaming.web.routes import camera, controls, events, lens, table
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,6 @@ def create_app(service: Service) -> FastAPI:
             headers.update(whep.WHEP_CORS)  # a WHEP player on another origin must be able to read the reason
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
-    for module in (mjpeg_http, whep, table, controls, camera, clips, events, metrics):
+    for module in (mjpeg_http, whep, table, lens, controls, camera, clips, events, metrics):
         app.include_router(module.router(service))
     return app

@@ -29,7 +29,8 @@ STREAM_PATHS = ("/stream/", "/snapshot.jpg", "/api/status", "/metrics", "/api/ta
                 "/api/table/preview.jpg", "/api/clips", "/api/events")
 WHEP_PATH = "/whep/"  # WebRTC playback: POST/DELETE here start and end *viewing*, they change nothing
 OPEN_PATHS = {"/healthz"}
-PROTECTED_READS = {"/api/camera/raw.jpg"}  # reads guarded like changes (the raw camera picture)
+# Reads guarded like changes: the raw camera picture (also as the lens calibration's looks and preview)
+PROTECTED_READS = {"/api/camera/raw.jpg", "/api/lens/session/look.jpg", "/api/lens/session/preview.jpg"}
 MAX_HEADER_BYTES = 16 * 1024
 
 

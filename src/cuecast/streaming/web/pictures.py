@@ -15,16 +15,32 @@ from cuecast.streaming.service import Service
 
 async def capture_picture(service: Service, request: msg.Request, what: str) -> tuple[Any, dict[str, Any]]:
     """(BGR image, the capture process's answer) for a SnapshotRequest or RawFrameRequest; 503 naming `what`."""
-    import cv2
 
     try:
         shot = await asyncio.to_thread(service.link.request, request, 5.0)
     except ControlError as e:
         raise HTTPException(503, f"no {what}: {e}", headers={"Retry-After": "2"}) from None
-    frame = await asyncio.to_thread(cv2.imread, shot["path"])
+    frame = await asyncio.to_thread(read_picture, shot)
     if frame is None:
         raise HTTPException(503, f"no {what} right now", headers={"Retry-After": "2"})
     return frame, shot
+
+
+def read_picture(shot: dict[str, Any]) -> Any:
+    """The BGR picture the capture process wrote: raw I420 bytes (the raw frame) or an image file; None if gone."""
+    import cv2
+    import numpy as np
+
+    if shot.get("format") != "I420":
+        return cv2.imread(shot["path"])
+    w, h = int(shot["width"]), int(shot["height"])
+    try:
+        yuv = np.fromfile(shot["path"], np.uint8, count=w * h * 3 // 2)
+    except OSError:
+        return None
+    if yuv.size != w * h * 3 // 2:
+        return None
+    return cv2.cvtColor(yuv.reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_I420)
 
 
 async def jpeg_bytes(img: Any, quality: int) -> bytes:
