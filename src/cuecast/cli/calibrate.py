@@ -96,7 +96,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if est is None:
         print("map error: not estimated (too few views to leave any out); capture more views")
     else:
-        print(f"estimated map error (from {est.subsets} view subsets): p95 {est.p95:.2f} px, max {est.max:.2f} px"
+        print(f"estimated map error (corner noise {est.noise_px:.2f} px through the solve): p95 {est.p95:.2f} px, "
+              f"max {est.max:.2f} px"
               + ("  (over 1 px: add views where the regions below are worst)" if est.p95 > 1 else ""))
         for row in est.regions:
             print("  " + "  ".join(f"{v:5.2f}" for v in row))

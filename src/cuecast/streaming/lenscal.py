@@ -192,24 +192,16 @@ class LensSession:
         self._wake.set()
 
     def _solve(self) -> None:
-        from cuecast.lens.calibration import estimate_error
-
         with self._lock:
             views = list(self.views)
         complete = bool(self.picker and self.picker.coverage.complete)
         square = self.square_mm / 1000.0
         t0 = time.monotonic()
         try:
+            steps = iter((0.2, 0.5, 0.7, 0.8, 0.9))
             self.progress = {"step": f"solving {len(views)} views", "fraction": 0.1}
-            sol = solve(views, self.board, square, estimate=False,
-                        progress=lambda m: self.progress.update(step=m))
-
-            def subset(k: int, n: int) -> None:
-                self.progress = {"step": f"estimating the map error: view subset {k} of {n}",
-                                 "fraction": round(0.3 + 0.6 * k / n, 3)}
-
-            used = [v for v in views if v.name in sol.used]
-            sol.estimate = estimate_error(used, self.board, square, sol.model, progress=subset)
+            sol = solve(views, self.board, square,
+                        progress=lambda m: self.progress.update(step=m, fraction=next(steps, 0.9)))
             self.progress = {"step": "before/after picture", "fraction": 0.95}
             if self.last_raw is not None:
                 pic = preview(sol.model, self.last_raw)
@@ -243,7 +235,7 @@ class LensSession:
             "image_size": list(sol.model.image_size), "coverage": round(sol.coverage, 3),
             "straightness_px": round(sol.straightness_px, 3),
             "map_error": None if est is None else {"p95": est.p95, "max": est.max, "regions": est.regions,
-                                                   "subsets": est.subsets},
+                                                   "noise_px": est.noise_px},
             "seconds": round(time.monotonic() - t0, 2),
         }
         self.progress = {"step": "done", "fraction": 1.0}
