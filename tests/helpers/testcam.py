@@ -73,10 +73,11 @@ def wait_frames(consumer: Any, real: bool, timeout: float, what: str = "") -> fl
         assert time.monotonic() - t0 < timeout, f"no {'camera' if real else 'NO SIGNAL'} frame {what}"
 
 
-def serve_camera(cam: CameraRig, tmp: Path, width: int, height: int, fps: int = 30,
+def serve_camera(cam: CameraRig, tmp: Path, width: int, height: int, fps: int = 30, calibrated: bool = True,
                  **env: str) -> tuple[Any, str, Path, dict[str, int]]:
     """`cuecast serve` on the rig's /dev/video0 at width x height @ fps with the demo lens corrected (the camera
-    paints its numbers through that lens); (service, API URL, shared-memory socket, ports) once it answers."""
+    paints its numbers through that lens; `calibrated=False`: no correction); (service, API URL, shared-memory
+    socket, ports) once it answers."""
     import time
 
     from cuecast.media.demo import demo_calibration_path
@@ -85,7 +86,7 @@ def serve_camera(cam: CameraRig, tmp: Path, width: int, height: int, fps: int = 
     full, ports = http_env(**env)
     sock = tmp / "sock"
     args = ["--source", "v4l2:///dev/video0", "--width", str(width), "--height", str(height), "--fps", str(fps),
-            "--calibration", str(demo_calibration_path()), "--shm-socket", str(sock)]
+            *(["--calibration", str(demo_calibration_path())] if calibrated else []), "--shm-socket", str(sock)]
     svc = ServiceProcess(args, tmp / f"svc-{time.monotonic_ns()}.log", env={**cam.own_env, **full})
     api = f"http://127.0.0.1:{ports['api']}"
     try:

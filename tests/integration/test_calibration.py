@@ -311,3 +311,54 @@ def test_the_guides_coverage_gives_one_pixel_and_the_solver_knows_its_error() ->
     print(f"map error p95 over the ten: true {rms_true:.3f} px, estimated {rms_est:.3f} px "
           f"(ratio {rms_est / rms_true:.2f})")
     assert 0.7 <= rms_est / rms_true <= 1.3
+
+
+def test_cli_capture_follows_the_guide_and_stops_at_complete_coverage(tmp_path: Path) -> None:
+    """`calibrate capture` without --count: it says what is missing while the board moves (a clip of the test
+    camera's round of poses, each held for two frames), keeps only views that add coverage, stops when the
+    coverage is complete, and `solve` prints its own estimate of the map error."""
+    from cuecast.testcam.board import tour
+
+    renderer = BoardRenderer()
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10, SIZE)
+    for pose in tour(renderer):
+        frame = cv2.cvtColor(renderer.render(pose), cv2.COLOR_GRAY2BGR)
+        writer.write(frame)
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "views"
+    r = run_cli("calibrate", "capture", "--source", str(clip), "--out", str(out), "--interval", "0", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "coverage complete" in r.stdout, r.stdout
+    assert "still missing: move the board to the" in r.stderr and "kept view-001.jpg: adds" in r.stderr, r.stderr
+    kept = sorted(out.glob("view-*.jpg"))
+    assert 14 <= len(kept) < len(tour(renderer)), len(kept)
+    r = run_cli("calibrate", "solve", "--images", str(out / "*.jpg"), "--output", str(tmp_path / "lens.yaml"),
+                timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "estimated map error" in r.stdout, r.stdout
+    model = load_model(tmp_path / "lens.yaml")
+    assert abs(model.K[0, 0] / TRUE_K[0, 0] - 1) < 0.01
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "lens.yaml").read_text())["map_error_estimate"]["p95"] < 1.0
+
+
+def test_cli_capture_stops_with_what_is_missing(tmp_path: Path) -> None:
+    """A clip that ends before coverage is complete: exit 1 naming how many views were kept and what is
+    still missing; a clip with no board at all says the board was never seen."""
+    from cuecast.testcam.board import tour
+
+    renderer = BoardRenderer()
+    clip = tmp_path / "short.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10, SIZE)
+    for pose in tour(renderer)[:3]:
+        frame = cv2.cvtColor(renderer.render(pose), cv2.COLOR_GRAY2BGR)
+        writer.write(frame)
+        writer.write(frame)
+    writer.release()
+    r = run_cli("calibrate", "capture", "--source", str(clip), "--out", str(tmp_path / "v"), "--interval", "0",
+                timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "3 view(s) kept" in r.stderr and "still missing: move the board to the" in r.stderr, r.stderr

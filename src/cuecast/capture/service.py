@@ -370,15 +370,10 @@ class CaptureService:
         return {"path": str(path), "format": "I420", "width": w, "height": h, "seq": seq,
                 "capture_time": round(wall, 6), "source": source, "corrected": False}
 
-    @staticmethod
-    def _rebuild_once(pipeline: OutputPipeline) -> bool:
-        pipeline.rebuild()
-        return False
-
     def set_lens(self, path: Path) -> dict[str, Any]:
         """A new lens calibration, live (LensRequest): the camera view's maps (and the table view's, which
-        start from the raw frame) are rebuilt and swapped between two frames. A pipeline built without a
-        correction is rebuilt once with one (the backend's reader sees a short gap and reconnects)."""
+        start from the raw frame) are rebuilt and swapped between two frames; a pipeline built without a
+        correction gets one linked in while frames flow."""
         fc, w, h = self.cfg.fisheye, self.cfg.source.width, self.cfg.source.height
         try:
             model = load_model(path)
@@ -391,14 +386,9 @@ class CaptureService:
         maps = build_maps(model, w, h, chroma=True, balance=fc.balance, fov_scale=fc.fov_scale)
         p = self.pipeline
         if p is not None:
-            view = p.view("camera")
-            had = view is not None and view.maps is not None
             p.set_view_maps("camera", maps)
             if self.table is not None and p.view("table") is not None:
                 p.set_view_maps("table", self._table_maps(self.table))
-            if not had:
-                log.info("the pipeline had no correction: rebuilding it with one")
-                GLib.idle_add(self._rebuild_once, p)
         log.info("lens calibration applied live from %s (fx %.2f, fy %.2f)", path, model.K[0, 0], model.K[1, 1])
         return self.status().fisheye
 

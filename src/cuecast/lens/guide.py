@@ -155,7 +155,11 @@ class Picker:
         """(keep it?, why or why not, in words)."""
         last, self._last = self._last, corners
         if corners is None:
-            return False, "no board in sight: hold the whole board in the picture"
+            if self.coverage.board is None:
+                return False, "no board in sight: hold the whole board in the picture"
+            c, r = self.coverage.board
+            return False, (f"no {c}x{r} board in sight: hold the whole board in the picture, lit evenly (if it "
+                           f"is, check the board size: inner corners, a board of {c + 1}x{r + 1} squares is {c}x{r})")
         if last is None or last.shape != corners.shape:
             return False, "board found: hold it still"
         moved = float(np.mean(np.linalg.norm((corners - last).reshape(-1, 2), axis=1)))

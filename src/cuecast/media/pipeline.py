@@ -338,7 +338,8 @@ class OutputPipeline:
                 v.set_property("drop", not any(active[b.name] for b in self.branches if b.view == name))
 
     def set_view_maps(self, name: str, maps: Maps) -> None:
-        """A new remap table for a view, live (a new table calibration); its size may change."""
+        """A new remap table for a view, live (a new table or lens calibration); its size may change. A view
+        that had no remap gets one, linked in while frames flow (no reader of any branch is dropped)."""
         v = self.view(name)
         if v is None:
             raise ValueError(f"no {name} view in this pipeline")
@@ -346,18 +347,33 @@ class OutputPipeline:
         el = self._remaps.get(name)
         if el is not None:
             el.set_property("map", GLib.Bytes.new(remap_table(maps, (self.width, self.height))))
+        elif self._pipeline is not None:
+            self._insert_remap(v)
 
-    def rebuild(self) -> None:
-        """Build the pipeline again from its views (a view got maps it had no element for). Main loop."""
-        if not self._running:
+    def _insert_remap(self, v: View) -> None:
+        """Link a remap element in between a view's valve and its videobalance, at a moment no buffer is in
+        that link (an IDLE probe); the caps stay the same (I420 in and out, same size)."""
+        pipeline, valve, balance = self._pipeline, self._view_valves.get(v.name), self._balances.get(v.name)
+        if pipeline is None or valve is None or balance is None or v.maps is None:
             return
-        self._teardown()
-        self.restarts += 1
-        try:
-            self._build()
-        except (RuntimeError, GLib.Error) as e:
-            log.error("output pipeline rebuild failed: %s", e)
-            self._restart_id = GLib.timeout_add(int(RESTART_DELAY_S * 1000), self._restart)
+        el = Gst.ElementFactory.make("cuecastremap", _names(v.name)[0])
+        el.set_property("n-threads", self.remap_threads)
+        el.set_property("kernel", self.kernel)
+        el.set_property("map", GLib.Bytes.new(remap_table(v.maps, (self.width, self.height))))
+        el.set_property("enabled", v.enabled or not v.switchable)
+
+        def link(_pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            pipeline.add(el)
+            valve.unlink(balance)
+            if not (valve.link(el) and el.link(balance)):
+                log.error("could not link the correction into the %s view", v.name)
+            el.sync_state_with_parent()
+            self._remaps[v.name] = el
+            self.apply_controls(self.controls)  # brightness/contrast move into the remap's lookup table
+            log.info("correction linked into the %s view", v.name)
+            return Gst.PadProbeReturn.REMOVE
+
+        valve.get_static_pad("src").add_probe(Gst.PadProbeType.IDLE, link)
 
     def _restart(self) -> bool:
         self._restart_id = None
