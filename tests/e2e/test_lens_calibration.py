@@ -83,7 +83,7 @@ def test_guided_lens_calibration_in_the_viewer(tmp_path: Path, browser: Browser)
             applied = Path(yaml.safe_load(cfg.read_text())["fisheye"]["calibration"])
             assert applied.parent == tmp_path / "lens" and applied.is_file()
             assert cfg.read_text().startswith("# the venue's config"), "the config file's comments are kept"
-            worst = []
+            worst: list[float] = []
             with GStreamerFrameConsumer(sock) as c:
                 deadline = time.monotonic() + 20
                 while len(worst) < 3 and time.monotonic() < deadline:

@@ -273,7 +273,7 @@ def test_the_guides_coverage_gives_one_pixel_and_the_solver_knows_its_error() ->
     true_p95, est_p95 = [], []
     for seed in range(10):
         stream = poses(n=60, seed=100 + seed, renderer=renderer)
-        rng.shuffle(stream)  # type: ignore[arg-type]
+        rng.shuffle(stream)
         picker = Picker(SIZE, BOARD)
         kept, used = [], set()
         for i, pose in enumerate(stream):
