@@ -116,8 +116,11 @@ def router(service: Service) -> APIRouter:
                 "history": entries[-10:], "session": s.to_json() if s is not None and s.active else None}
 
     @r.post("/api/lens/session", status_code=201, summary="Start the guided lens calibration",
-            responses={**changes, 409: {"description": "Another calibration runs (the detail names who holds it)"},
-                       422: {"description": "Not a board size"}})
+            responses={**changes, 400: {"description": "Body is not valid JSON"},
+                       413: {"description": "Body too large"},
+                       409: {"description": "Another calibration runs (the detail names who holds it)"},
+                       422: {"description": "Not a board size"},
+                       503: {"description": "The lens folder (fisheye.dir) cannot be written"}})
     async def start_session(body: SessionStart, request: Request) -> dict[str, Any]:
         async with lock:
             s = service.lens_session
@@ -175,7 +178,8 @@ def router(service: Service) -> APIRouter:
         return _jpeg(s.preview_jpeg)
 
     @r.post("/api/lens/session/apply", summary="Apply the solved lens live and save it (previous kept for revert)",
-            responses={**changes, 404: {"description": "No session"}, 409: {"description": "Not solved yet"}})
+            responses={**changes, 404: {"description": "No session"}, 409: {"description": "Not solved yet"},
+                       503: {"description": "The capture process did not take it, or the file cannot be saved"}})
     async def apply() -> dict[str, Any]:
         async with lock:
             s = session_or_404()
@@ -210,7 +214,8 @@ def router(service: Service) -> APIRouter:
             return s.to_json()
 
     @r.post("/api/lens/revert", summary="Go back to the lens in use before the last apply",
-            responses={**changes, 409: {"description": "Nothing to revert to"}})
+            responses={**changes, 409: {"description": "Nothing to revert to"},
+                       503: {"description": "The capture process did not take it"}})
     async def revert() -> dict[str, Any]:
         async with lock:
             entries = history()
