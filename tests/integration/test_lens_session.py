@@ -19,6 +19,7 @@ import yaml
 
 from cuecast.consumer import GStreamerFrameConsumer
 from cuecast.lens.calibration import detect, line_deviation, map_error
+from cuecast.lens.maps import output_matrix, raw_to_corrected
 from cuecast.lens.model import FisheyeModel, load_model
 from cuecast.testcam.board import BOARD, TRUE_D, scaled_lens
 from tests.helpers.testcam import SPEC, CameraRig, serve_camera
@@ -92,6 +93,11 @@ def test_guided_calibration_reaches_complete_applies_live_and_reverts(tmp_path: 
             assert len(est["regions"]) == 3 and len(est["regions"][0]) == 4
             assert httpx.get(f"{api}/api/lens/session/preview.jpg", timeout=5).content[:2] == b"\xff\xd8"
 
+            # A table calibrated on the uncorrected picture (its corners where the felt is in it) ...
+            felt = [[300.0, 200.0], [980.0, 200.0], [1000.0, 560.0], [280.0, 560.0]]
+            r = httpx.put(f"{api}/api/table", json={"corners": felt, "size": "9ft"}, timeout=10)
+            assert r.status_code == 200, r.text
+
             # Apply live: the backend keeps reading through it; then the board's lines are straight.
             with GStreamerFrameConsumer(sock) as c:
                 assert c.read(timeout=5) is not None
@@ -124,6 +130,11 @@ def test_guided_calibration_reaches_complete_applies_live_and_reverts(tmp_path: 
                 assert len(worst) == 5 and max(worst) <= 1.0, worst
             status = httpx.get(f"{api}/api/status", timeout=5).json()
             assert status["fisheye"]["calibration"] == str(path) and status["fisheye"]["active"]
+            # ... stays on the same felt: its corners moved to where the correction now puts those points.
+            want = raw_to_corrected(np.array(felt), solved_model.scaled_to(W, H), output_matrix(solved_model))
+            table_now = np.array(httpx.get(f"{api}/api/table", timeout=5).json()["corners"])
+            assert np.abs(table_now - want).max() < 0.5, (table_now, want)
+            assert np.abs(table_now - np.array(felt)).max() > 5, "the correction moved the felt in the picture"
             lens = httpx.get(f"{api}/api/lens", timeout=5).json()
             assert lens["calibration"] == str(path) and lens["revert_to"] is None
             assert httpx.get(f"{api}/api/lens/session", timeout=5).json()["state"] == "applied"

@@ -373,24 +373,46 @@ class CaptureService:
     def set_lens(self, path: Path) -> dict[str, Any]:
         """A new lens calibration, live (LensRequest): the camera view's maps (and the table view's, which
         start from the raw frame) are rebuilt and swapped between two frames; a pipeline built without a
-        correction gets one linked in while frames flow."""
+        correction gets one linked in while frames flow. The table's corners (in the corrected picture) move
+        with the correction, so the table stays where it is on the felt. Answers {fisheye, table}: the
+        table as it now is (None without one)."""
+        import numpy as np
+
+        from cuecast.lens.maps import corrected_to_raw, output_matrix, raw_to_corrected
+        from cuecast.table.model import table_dict
+
         fc, w, h = self.cfg.fisheye, self.cfg.source.width, self.cfg.source.height
         try:
             model = load_model(path)
             model.scaled_to(w, h)
         except CalibrationError as e:
             raise ControlError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
-        self.fisheye = FisheyeSetup(model, str(path), fc.balance, fc.fov_scale,
-                                    self.fisheye.enabled if self.fisheye else fc.enabled)
+        old = self.fisheye
+        self.fisheye = FisheyeSetup(model, str(path), fc.balance, fc.fov_scale, old.enabled if old else fc.enabled)
         fc.calibration = path
         maps = build_maps(model, w, h, chroma=True, balance=fc.balance, fov_scale=fc.fov_scale)
+        table = self.table
+        if table is not None:
+            corners = np.array(table.corners, np.float64)
+            if old is not None:
+                before = old.model.scaled_to(w, h)
+                corners = corrected_to_raw(corners, before, output_matrix(before, fc.balance, fc.fov_scale))
+            moved = raw_to_corrected(corners, model.scaled_to(w, h), maps.P)
+            try:
+                self.table = TableGeometry(tuple((float(x), float(y)) for x, y in moved), table.size_mm, (w, h))
+            except TableError as e:
+                log.warning("the table calibration does not fit the new lens (%s): calibrate the table again", e)
+            else:
+                self.table_source = f"moved with the lens from {table.corners}"
         p = self.pipeline
         if p is not None:
             p.set_view_maps("camera", maps)
             if self.table is not None and p.view("table") is not None:
                 p.set_view_maps("table", self._table_maps(self.table))
+        if self.shm is not None:
+            self.shm.set_geometry(self._geometry(self.shm.view))
         log.info("lens calibration applied live from %s (fx %.2f, fy %.2f)", path, model.K[0, 0], model.K[1, 1])
-        return self.status().fisheye
+        return {"fisheye": self.status().fisheye, "table": table_dict(self.table) if self.table else None}
 
     def _drift_loop(self) -> None:
         """About once a minute: are the cushion lines still where the calibration says? Never changes it."""

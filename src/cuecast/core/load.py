@@ -23,6 +23,17 @@ def thread_run_delay_s() -> float:
     return total / 1e9
 
 
+def box_idle_s() -> float | None:
+    """The box's idle CPU time so far, all cores together (idle + iowait in /proc/stat), seconds; None
+    where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class LoadMeter:
     """Rates between two `sample()` calls (call it about once a second; the first call primes it)."""
 

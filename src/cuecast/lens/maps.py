@@ -58,6 +58,18 @@ def build_maps(model: FisheyeModel, width: int, height: int, *, chroma: bool,
     return Maps((width, height), P, full, half)
 
 
+def corrected_to_raw(points: np.ndarray, model: FisheyeModel, P: np.ndarray) -> np.ndarray:
+    """Pixels (N, 2) of the corrected picture -> where the lens put them in the raw picture."""
+    rays = (np.asarray(points, np.float64).reshape(-1, 2) - P[:2, 2]) / np.diag(P)[:2]
+    return cv2.fisheye.distortPoints(rays.reshape(-1, 1, 2), model.K, model.D).reshape(-1, 2)
+
+
+def raw_to_corrected(points: np.ndarray, model: FisheyeModel, P: np.ndarray) -> np.ndarray:
+    """Pixels (N, 2) of the raw picture -> the corrected picture's pixels (camera matrix P)."""
+    pts = np.asarray(points, np.float64).reshape(-1, 1, 2)
+    return cv2.fisheye.undistortPoints(pts, model.K, model.D, P=P).reshape(-1, 2)
+
+
 REMAP_MAGIC = b"CCREMAP1"  # the native cuecastremap element's `map` layout (native/remap.h)
 REMAP_HEADER = 64
 

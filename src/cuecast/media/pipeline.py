@@ -127,6 +127,7 @@ class DemandGate:
         self.demand = demand
         self.nice = 0  # niceness added to the process's for the branch's thread (set before the pipeline starts)
         self._niced: set[int] = set()
+        self.tids: set[int] = set()  # the threads that carry the branch's frames (its queue's)
         self.source_fps = source_fps
         self.passed = 0  # frames let through (what the branch processed): the degradation policy reads it
         self._interval_ns = 0
@@ -152,7 +153,24 @@ class DemandGate:
             self._renice()
         return Gst.PadProbeReturn.OK
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds the branch's threads have used (Linux schedstat); None before its first frame. Threads an
+        encoder starts by itself (x264's) are not among them."""
+        if not self.tids:
+            return None
+        total = 0
+        for tid in list(self.tids):
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that ended: its time is gone with it
+        return total / 1e9
+
     def probe(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        tid = threading.get_native_id()
+        if tid not in self.tids:
+            self.tids.add(tid)
         if not self.demand():
             return Gst.PadProbeReturn.DROP
         if self._interval_ns:

@@ -75,8 +75,8 @@ class RawFrameRequest(Request):
 
 class LensRequest(Request):
     """A new lens calibration, live: the camera.yaml at `calibration` replaces the correction's model (the maps
-    are rebuilt and swapped between two frames; a pipeline without a correction gets one). Answers the
-    fisheye status."""
+    are rebuilt and swapped between two frames; a pipeline without a correction gets one) and the table's
+    corners move with it. Answers {fisheye: the fisheye status, table: table_dict or None}."""
 
     op = "lens"
     calibration: str

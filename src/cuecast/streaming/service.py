@@ -22,7 +22,7 @@ from cuecast.config import QUALITIES, Config, ControlsConfig, ReconnectConfig, r
 from cuecast.core import native
 from cuecast.core.errors import StartupError
 from cuecast.core.gst import GLib, Gst
-from cuecast.core.load import LoadMeter, box_status, thread_run_delay_s
+from cuecast.core.load import LoadMeter, box_idle_s, box_status, thread_run_delay_s
 from cuecast.media.demo import resolve_table
 from cuecast.media.pipeline import Branch, OutputPipeline, View
 from cuecast.media.placeholder import NoSignalFeeder
@@ -265,11 +265,12 @@ class Service:
 
     def _degrader(self, pipeline: OutputPipeline) -> Degrader:
         """The degradation policy over this process's outputs, grouped and ordered by degrade.priority."""
-        groups = [Group(name, [Rated(label, b.fps, b.active, b.gate.passed_count, b.set_fps)
+        groups = [Group(name, [Rated(label, b.fps, b.active, b.gate.passed_count, b.set_fps, b.gate.cpu_s)
                                for label, b in branches]) for name, branches in self._by_priority()]
         dc = self.cfg.degrade
         entry = EntryCounters(lambda: pipeline.frames_in, lambda: pipeline.frames_entered,
-                              lambda: pipeline.frames_idle, lambda: float(self.cfg.source.fps), thread_run_delay_s)
+                              lambda: pipeline.frames_idle, lambda: float(self.cfg.source.fps), thread_run_delay_s,
+                              box_idle_s)
         return Degrader(groups, entry, dc.min_fps, dc.recover_after, enabled=dc.enabled)
 
     def _set_thread_priorities(self) -> None:

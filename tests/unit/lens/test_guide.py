@@ -68,3 +68,22 @@ def test_a_view_is_kept_when_still_and_new_and_coverage_completes() -> None:
     assert cov.complete and cov.missing() == [] and cov.views >= MIN_VIEWS and cov.fraction == 1.0
     assert (cov.cells > 0).all() and all(cov.tilts.values())
     assert cov.to_json()["complete"] is True
+
+
+def test_a_point_of_the_corrected_picture_moves_with_the_lens() -> None:
+    """The table's corners are in the corrected picture: a new lens moves them to where the same point of the
+    felt now lands (raw -> corrected under the new lens), and back under the old one."""
+    from cuecast.lens.maps import corrected_to_raw, output_matrix, raw_to_corrected
+    from cuecast.lens.model import FisheyeModel
+    from cuecast.testcam.board import TRUE_D, TRUE_K
+
+    a = FisheyeModel(TRUE_K, TRUE_D, SIZE)
+    b = FisheyeModel(TRUE_K * np.array([[1.05, 1, 1], [1, 1.05, 1], [1, 1, 1]]), -2 * TRUE_D, SIZE)
+    pa, pb = output_matrix(a, 0.0), output_matrix(b, 0.0)
+    corners = np.array([[200.0, 120.0], [760.0, 110.0], [780.0, 430.0], [190.0, 440.0]])
+    raw = corrected_to_raw(corners, a, pa)
+    assert np.abs(raw_to_corrected(raw, a, pa) - corners).max() < 1e-3
+    moved = raw_to_corrected(raw, b, pb)
+    assert np.abs(moved - corners).max() > 2  # another lens puts the felt elsewhere in its corrected picture
+    back = raw_to_corrected(corrected_to_raw(moved, b, pb), a, pa)
+    assert np.abs(back - corners).max() < 1e-3

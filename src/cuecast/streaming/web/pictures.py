@@ -1,9 +1,13 @@
 """Pictures the capture process writes on request (the corrected snapshot, the raw frame for calibration), read
-back for HTTP: one place that turns a missing frame into 503 with Retry-After."""
+back for HTTP: one place that turns a missing frame into 503 with Retry-After; and `save_to_config`, the one
+way a route writes a change it applied live back into the config file."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
@@ -11,6 +15,21 @@ from fastapi import HTTPException
 from cuecast.protocol import messages as msg
 from cuecast.protocol.control import ControlError
 from cuecast.streaming.service import Service
+
+log = logging.getLogger(__name__)
+
+
+async def save_to_config(service: Service, save: Callable[[Path], None], what: str) -> str | None:
+    """Write a change applied live into the config file (`save(config_path)`): the file's path, or None when
+    there is no config file or it cannot be written (logged: the change stays applied)."""
+    if service.config_path is None:
+        return None
+    try:
+        await asyncio.to_thread(save, service.config_path)
+        return str(service.config_path)
+    except OSError as e:
+        log.warning("%s applied but not saved to %s: %s", what, service.config_path, e)
+        return None
 
 
 async def capture_picture(service: Service, request: msg.Request, what: str) -> tuple[Any, dict[str, Any]]:

@@ -15,7 +15,7 @@ from cuecast.config import CameraConfig, save_camera
 from cuecast.protocol import messages as msg
 from cuecast.protocol.control import ControlError
 from cuecast.streaming.service import Service
-from cuecast.streaming.web.pictures import capture_picture, jpeg_bytes
+from cuecast.streaming.web.pictures import capture_picture, jpeg_bytes, save_to_config
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,8 @@ def router(service: Service) -> APIRouter:
 
     async def keep_camera(result: dict[str, Any]) -> str | None:
         """The capture process's camera section after a change: into this process's config and the file."""
-        service.cfg.camera = CameraConfig(**result["camera"])
-        if service.config_path is None:
-            return None
-        try:
-            await asyncio.to_thread(save_camera, service.config_path, service.cfg.camera)
-            return str(service.config_path)
-        except OSError as e:
-            log.warning("camera controls applied but not saved to %s: %s", service.config_path, e)
-            return None
+        camera = service.cfg.camera = CameraConfig(**result["camera"])
+        return await save_to_config(service, lambda cfg: save_camera(cfg, camera), "camera controls")
 
     @r.get("/api/camera", summary="The camera: device, modes and every control read from it",
              responses={503: {"description": "No V4L2 camera (another source), or it is unplugged"}})

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cuecast.config import ControlsConfig, save_controls
 from cuecast.streaming.service import Service
+from cuecast.streaming.web.pictures import save_to_config
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,7 @@ def router(service: Service) -> APIRouter:
             merged = service.cfg.controls.model_dump() | update.model_dump(exclude_none=True)
             controls = ControlsConfig(**merged)
             service.set_controls(controls)
-            persisted: str | None = None
-            if service.config_path is not None:
-                try:
-                    await asyncio.to_thread(save_controls, service.config_path, controls)
-                    persisted = str(service.config_path)
-                except OSError as e:
-                    log.warning("controls applied but not saved to %s: %s", service.config_path, e)
+            persisted = await save_to_config(service, lambda cfg: save_controls(cfg, controls), "controls")
             log.info("controls set: %s", ", ".join(f"{k}={v}" for k, v in controls.model_dump().items()))
             return ControlsResult(**controls.model_dump(), persisted_to=persisted)
 

@@ -23,7 +23,8 @@ from cuecast.protocol import messages as msg
 from cuecast.protocol.control import ControlError
 from cuecast.streaming.lenscal import LensSession
 from cuecast.streaming.service import Service
-from cuecast.streaming.web.pictures import read_picture
+from cuecast.streaming.web.pictures import read_picture, save_to_config
+from cuecast.table.model import table_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +91,30 @@ def router(service: Service) -> APIRouter:
         return s
 
     async def apply_path(path: Path) -> dict[str, Any]:
-        """Make `path` the lens: live in the capture process, then in the config file."""
+        """Make `path` the lens: live in the capture process, then in the config file; the table (its corners
+        are in the corrected picture) follows and is saved where it was."""
         try:
-            fisheye = await asyncio.to_thread(service.link.request, msg.LensRequest(calibration=str(path)), 15.0)
+            answer = await asyncio.to_thread(service.link.request, msg.LensRequest(calibration=str(path)), 15.0)
         except ControlError as e:
             raise HTTPException(503, f"the lens was not applied: {e}") from None
+        fisheye = answer["fisheye"]
+        if answer.get("table") and service.table is not None:
+            table = table_from_dict(answer["table"], "the capture process's table")
+            service.set_table(table)
+            kept = service.cfg.table.calibration
+            if kept is not None:
+                try:
+                    await asyncio.to_thread(table.save, Path(kept))
+                except OSError as e:
+                    log.warning("the table moved with the lens but was not saved to %s: %s", kept, e)
+                    service.table_set_live = True
+            else:
+                service.table_set_live = True
+            log.info("the table's corners moved with the lens: %s", [tuple(round(v, 1) for v in c)
+                                                                      for c in table.corners])
         service.lens_path = path
         service.cfg.fisheye.calibration = path
-        persisted = None
-        if service.config_path is not None:
-            try:
-                await asyncio.to_thread(save_lens_path, service.config_path, path)
-                persisted = str(service.config_path)
-            except OSError as e:
-                log.warning("lens applied but fisheye.calibration not saved to %s: %s", service.config_path, e)
+        persisted = await save_to_config(service, lambda cfg: save_lens_path(cfg, path), "the lens")
         return {"fisheye": fisheye, "config_saved_to": persisted}
 
     @r.get("/api/lens", summary="The lens calibration in use, and what revert would go back to")
