@@ -12,11 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 
 from cuecast.consumer import GStreamerFrameConsumer
+from cuecast.lens.calibration import map_error
+from cuecast.lens.model import FisheyeModel, load_model
 from cuecast.media.demo import demo_calibration_path
+from cuecast.testcam.board import TRUE_D, scaled_lens
 from tests.conftest import ARTIFACTS
 from tests.helpers.browser import Browser
 from tests.helpers.service import ServiceProcess, http_env, wait_http
@@ -68,13 +72,14 @@ def test_guided_lens_calibration_in_the_viewer(tmp_path: Path, browser: Browser)
             browser.wait_for(f"{LENS}.coverage.complete", timeout=150)
             print(f"coverage complete {time.monotonic() - t0:.1f} s after the reload "
                   f"({browser.eval(f'{LENS}.views')} views)")
-            assert browser.eval("document.getElementById('lenscov').textContent").endswith("complete")
+            cov = browser.eval("document.getElementById('lenscov').textContent")
+            assert cov.endswith("complete") and "accuracy so far: map error p95" in cov, cov
             browser.wait_for("!document.getElementById('lenssolve').disabled")
             browser.eval("document.getElementById('lenssolve').click()")
             browser.wait_for(f"{LENS}.state === 'solved' && document.getElementById('lenspreview').naturalWidth > 0",
                              timeout=120)
             result = browser.eval("document.getElementById('lensresult').textContent")
-            assert "estimated map error" in result and "by region" in result, result
+            assert "estimated map error" in result and "by region" in result and "per view" in result, result
             browser.eval("document.getElementById('lenscal').scrollIntoView()")
             browser.screenshot(ARTIFACTS / "viewer-lens-calibration.png")
             browser.eval("document.getElementById('lensapply').click()")
@@ -82,6 +87,13 @@ def test_guided_lens_calibration_in_the_viewer(tmp_path: Path, browser: Browser)
 
             applied = Path(yaml.safe_load(cfg.read_text())["fisheye"]["calibration"])
             assert applied.parent == tmp_path / "lens" and applied.is_file()
+            # Re-calibrating over an active lens finds the camera's lens, as calibrating with none does.
+            truth = FisheyeModel(scaled_lens((1280, 720)), TRUE_D, (1280, 720))
+            model = load_model(applied)
+            err = map_error(truth, model)
+            print(f"re-calibrated over the demo lens: f {100 * (model.K[0, 0] / truth.K[0, 0] - 1):+.2f} %, map error "
+                  f"p95 {np.percentile(err, 95):.3f} max {err.max():.3f} px")
+            assert abs(model.K[0, 0] / truth.K[0, 0] - 1) < 0.01 and np.percentile(err, 95) <= 1.0
             assert cfg.read_text().startswith("# the venue's config"), "the config file's comments are kept"
             worst: list[float] = []
             with GStreamerFrameConsumer(sock) as c:

@@ -163,12 +163,14 @@ def router(service: Service) -> APIRouter:
     @r.get("/api/lens/session/look.jpg", summary="The raw picture last looked at, with the board's corners and "
            "the coverage grid drawn on it", responses={200: {"content": {"image/jpeg": {}}}, **changes,
                                                        404: {"description": "No session"},
-                                                       503: {"description": "No look yet"}})
+                                                       409: {"description": "No look yet (retry)"}})
     async def look() -> Response:
         s = session_or_404()
-        if s.look_jpeg is None:
-            raise HTTPException(503, f"no look at the camera yet: {s.message}", headers={"Retry-After": "1"})
-        return _jpeg(s.look_jpeg)
+        for _ in range(30):  # a new session's first look comes within a second or two
+            if s.look_jpeg is not None:
+                return _jpeg(s.look_jpeg)
+            await asyncio.sleep(0.1)
+        raise HTTPException(409, f"no look at the camera yet: {s.message}", headers={"Retry-After": "1"})
 
     @r.post("/api/lens/session/solve", status_code=202, summary="Solve the kept views (progress in the session)",
             responses={**changes, 404: {"description": "No session"}, 409: {"description": "Not enough views"}})
