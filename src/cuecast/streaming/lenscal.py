@@ -257,7 +257,7 @@ class LensSession:
             "seconds": round(time.monotonic() - t0, 2),
         }
         self.progress = {"step": "done", "fraction": 1.0}
-        self.message = "solved: check the result and the before/after picture, then apply (or keep capturing)"
+        self.message = "check the result and the before/after picture, then apply (or keep capturing)"
         self.state = "solved"
         log.info("lens calibration solved: RMS %.3f px from %d views, map error p95 %s px", sol.rms, len(sol.used),
                  est.p95 if est else "?")
