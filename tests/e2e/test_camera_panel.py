@@ -7,23 +7,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import ARTIFACTS
 from tests.helpers.browser import Browser
 from tests.helpers.service import ServiceProcess, http_env, wait_http
 from tests.helpers.testcam import CameraRig
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser()
-    yield b
-    b.close()
 
 
 def press(browser: Browser, key: str, code: int) -> None:

@@ -8,12 +8,10 @@ points at the new lens, and revert goes back."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import yaml
 
 from cuecast.consumer import GStreamerFrameConsumer
@@ -28,13 +26,6 @@ from tests.helpers.testcam import SPEC, CameraRig
 from tests.integration.test_lens_session import straightness
 
 LENS = "window.cuecast.lens.session"
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser()
-    yield b
-    b.close()
 
 
 def test_guided_lens_calibration_in_the_viewer(tmp_path: Path, browser: Browser) -> None:

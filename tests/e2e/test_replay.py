@@ -5,22 +5,15 @@ in the list and plays beside the live picture from start to end; a clip's URL pl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import ARTIFACTS
 from tests.helpers.browser import Browser, click
 from tests.helpers.service import ServiceProcess, http_env, wait_http
 
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser(["--autoplay-policy=no-user-gesture-required"])
-    yield b
-    b.close()
+BROWSER_FLAGS = ["--autoplay-policy=no-user-gesture-required"]  # for the browser fixture (conftest.py)
 
 
 def test_replay_button_saves_and_plays_the_last_10_seconds(tmp_path: Path, browser: Browser) -> None:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from cuecast.consumer import GStreamerFrameConsumer
 from cuecast.testcam.lenscode import LensCode, read_code
@@ -23,11 +21,7 @@ from tests.helpers.testcam import CameraRig, serve_camera
 W, H = 1280, 720
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser(["--autoplay-policy=no-user-gesture-required"])
-    yield b
-    b.close()
+BROWSER_FLAGS = ["--autoplay-policy=no-user-gesture-required"]  # for the browser fixture (conftest.py)
 
 
 def shown_number(browser: Browser, centres: list[list[float]]) -> int | None:

@@ -5,22 +5,13 @@ keeps the table (GET /api/table), and the corners are where the clicks put them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import ARTIFACTS
 from tests.helpers.browser import Browser, click
 from tests.helpers.service import ServiceProcess, http_env, wait_http
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser()
-    yield b
-    b.close()
 
 
 def test_click_the_corners_preview_and_save(tmp_path: Path, browser: Browser) -> None:

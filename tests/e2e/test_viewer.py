@@ -4,11 +4,9 @@ the stream comes back by itself after the service restarts, and the page fits a 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import ARTIFACTS
 from tests.helpers.browser import Browser
@@ -24,13 +22,6 @@ SAMPLE_JS = """(() => {
   for (let i = 0; i < d.length; i += 4) s += d[i] + ',';
   return s;
 })()"""
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser()
-    yield b
-    b.close()
 
 
 def start(tmp_path: Path, env: dict[str, str], name: str) -> ServiceProcess:

@@ -41,11 +41,7 @@ OFFER_JS = """(async (codec) => {
 })(%s)"""
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser(WEBRTC_FLAGS)
-    yield b
-    b.close()
+BROWSER_FLAGS = WEBRTC_FLAGS  # for the browser fixture (conftest.py)
 
 
 @pytest.fixture
