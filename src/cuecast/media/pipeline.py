@@ -128,6 +128,7 @@ class DemandGate:
         self.nice = 0  # niceness added to the process's for the branch's thread (set before the pipeline starts)
         self._niced: set[int] = set()
         self.tids: set[int] = set()  # the threads that carry the branch's frames (its queue's)
+        self._tid = 0  # the last of them: one int compare per frame
         self.source_fps = source_fps
         self.passed = 0  # frames let through (what the branch processed): the degradation policy reads it
         self._interval_ns = 0
@@ -169,7 +170,8 @@ class DemandGate:
 
     def probe(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         tid = threading.get_native_id()
-        if tid not in self.tids:
+        if tid != self._tid:
+            self._tid = tid
             self.tids.add(tid)
         if not self.demand():
             return Gst.PadProbeReturn.DROP

@@ -42,8 +42,11 @@ def scaled_lens(size: tuple[int, int], K: np.ndarray = TRUE_K) -> np.ndarray:
 
 class BoardRenderer:
     def __init__(self, K: np.ndarray = TRUE_K, D: np.ndarray = TRUE_D, size: tuple[int, int] = SIZE,
-                 supersample: int = SUPERSAMPLE) -> None:
+                 supersample: int = SUPERSAMPLE, *, pictures: bool = True) -> None:
+        """`pictures=False`: the lens's geometry only (where corners land, which poses fit), no rays."""
         self.K, self.D, self.size, self.supersample = K, D, size, supersample
+        if not pictures:
+            return
         w, h = size
         s = supersample
         xs = (np.arange(w * s) + 0.5) / s - 0.5
@@ -121,7 +124,7 @@ def _pose_at(target: tuple[float, float], dist: float, tilt: np.ndarray, *, faci
 def poses(n: int = 24, seed: int = 7, renderer: BoardRenderer | None = None) -> list[Pose]:
     """Varied poses whose whole pattern is in the image: centre, edges and corners, tilted every way."""
     rng = np.random.default_rng(seed)
-    r = renderer or _default_geometry()
+    r = renderer or BoardRenderer(pictures=False)
     targets = [(x, y) for y in (-0.5, 0.0, 0.5) for x in (-0.9, -0.45, 0.0, 0.45, 0.9)]
     out: list[Pose] = []
     attempts = 0
@@ -159,16 +162,3 @@ def tour(renderer: BoardRenderer, n: int = 30, seed: int = 11) -> list[Pose]:
         if renderer.fits(pose):
             out.append(pose)
     return out
-
-
-class _Geometry:
-    """The default lens's geometry without its rays (for `fits` only)."""
-
-    def __init__(self) -> None:
-        self.K, self.D, self.size = TRUE_K, TRUE_D, SIZE
-
-    fits = BoardRenderer.fits
-
-
-def _default_geometry() -> BoardRenderer:
-    return _Geometry()  # type: ignore[return-value]

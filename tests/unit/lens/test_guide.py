@@ -11,10 +11,7 @@ from cuecast.testcam.board import BOARD, SIZE, BoardRenderer, _pose_at, tour
 
 
 def corners_at(x: float, y: float, tilt: tuple[float, float, float] = (0, 0, 0)) -> np.ndarray:
-    r = BoardRenderer.__new__(BoardRenderer)  # geometry only: no rays needed
-    from cuecast.testcam.board import TRUE_D, TRUE_K
-
-    r.K, r.D, r.size = TRUE_K, TRUE_D, SIZE
+    r = BoardRenderer(pictures=False)
     return r.true_corners(_pose_at((x, y), 0.45, np.array(tilt, float), facing=True))
 
 
@@ -52,10 +49,7 @@ def test_a_view_is_kept_when_still_and_new_and_coverage_completes() -> None:
     words = picker.coverage.missing()
     assert any("move the board to the" in w for w in words) and any("towards the camera" in w for w in words)
 
-    renderer = BoardRenderer.__new__(BoardRenderer)
-    from cuecast.testcam.board import TRUE_D, TRUE_K
-
-    renderer.K, renderer.D, renderer.size = TRUE_K, TRUE_D, SIZE
+    renderer = BoardRenderer(pictures=False)
     for pose in tour(renderer):
         c = renderer.true_corners(pose)
         picker.consider(c)
