@@ -91,6 +91,25 @@ def test_remap_is_bit_exact_with_cv2_remap(w: int, h: int) -> None:
     assert np.abs(out.astype(int) - frame.reshape(-1)).mean() > 5  # and it did change the picture
 
 
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_any_split_of_the_frame_gives_the_same_bytes(threads: int) -> None:
+    """Rows are handed out in chunks as threads come free (native/workers.c): however many threads share a
+    frame (here up to 128 chunks for 181 chroma rows), every row is done once, as cv2 does it."""
+    w, h = 648, 362
+    frame = detailed_i420(w, h, seed=5)
+    maps = build_maps(demo_model(), w, h, chroma=True)
+
+    def setup(p: Gst.Pipeline) -> None:
+        p.get_by_name("r").set_property("map", GLib.Bytes.new(remap_table(maps, (w, h))))
+
+    outs = run(f"cuecastremap name=r n-threads={threads}", frame.tobytes(), w, h, setup, pushes=3)
+    ref = reference_remap(frame, maps, w, h)
+    assert all(np.array_equal(np.frombuffer(o, np.uint8).reshape(ref.shape), ref) for o in outs)
+    bgr = run(f"cuecastpack n-threads={threads} ! video/x-raw,format=BGR", frame.tobytes(), w, h)[0]
+    want = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+    assert np.array_equal(np.frombuffer(bgr, np.uint8)[:want.size].reshape(want.shape), want)
+
+
 def test_luma_lut_is_applied_in_the_same_pass() -> None:
     w, h = 640, 360
     frame = detailed_i420(w, h, seed=2)
