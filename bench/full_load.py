@@ -99,18 +99,20 @@ def kernel_floor() -> dict[str, float]:
 
     lib = ctypes.CDLL(str(native.load()))  # the native kernels the capture process runs (native/kernels.c)
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    lib.cc_remap_plane.argtypes = [ptr, i32, i32, i32, ptr, i32, ptr, ptr, i32, i32, i32, ctypes.c_uint8, ptr]
-    lib.cc_i420_to_bgr.argtypes = [ptr, i32, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32]
+    auto = 0  # CC_KERNEL_AUTO: the best kernel this CPU runs, as the elements pick it
+    lib.cc_remap_plane.argtypes = [i32, ptr, i32, i32, i32, ptr, i32, ptr, ptr, i32, i32, i32, ctypes.c_uint8,
+                                   ptr]
+    lib.cc_i420_to_bgr.argtypes = [i32, ptr, i32, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32]
 
     def remap_ms(pick: int) -> float:
         t0 = time.process_time()
         for i in range(n):
             i420 = frames[i % len(frames) if pick < 0 else pick]
             base, dst = i420.ctypes.data, out.ctypes.data
-            lib.cc_remap_plane(base, 1920, 1920, 1080, dst, 1920, maps.full[0].ctypes.data, maps.full[1].ctypes.data,
-                               1920, 0, 1080, 0, None)
+            lib.cc_remap_plane(auto, base, 1920, 1920, 1080, dst, 1920, maps.full[0].ctypes.data,
+                               maps.full[1].ctypes.data, 1920, 0, 1080, 0, None)
             for off in (1920 * 1080, 1920 * 1080 * 5 // 4):
-                lib.cc_remap_plane(base + off, 960, 960, 540, dst + off, 960, half[0].ctypes.data,
+                lib.cc_remap_plane(auto, base + off, 960, 960, 540, dst + off, 960, half[0].ctypes.data,
                                    half[1].ctypes.data, 960, 0, 540, 128, None)
         return (time.process_time() - t0) * 1000 / n
 
@@ -120,8 +122,8 @@ def kernel_floor() -> dict[str, float]:
     for i in range(n):
         f = frames[i % len(frames)]
         y = f.ctypes.data
-        lib.cc_i420_to_bgr(y, 1920, y + 1920 * 1080, 960, y + 1920 * 1080 * 5 // 4, 960, bgr.ctypes.data, 1920 * 3,
-                           1920, 0, 1080)
+        lib.cc_i420_to_bgr(auto, y, 1920, y + 1920 * 1080, 960, y + 1920 * 1080 * 5 // 4, 960, bgr.ctypes.data,
+                           1920 * 3, 1920, 0, 1080)
     k["I420->BGR (native, one thread)"] = (time.process_time() - t0) * 1000 / n
     return k
 
