@@ -1,11 +1,4 @@
-/* Worker pool for splitting a frame's rows (see workers.h).
- *
- * A frame is cut into CHUNKS_PER_THREAD chunks per thread, handed out one at a time: the caller works
- * through them itself and the workers take what they can. A worker that wakes late (its core busy with the
- * decoder or another process) costs the frame only the chunk it holds, not half the frame, as a static
- * split did: the static split's wait for the slower half was most of the correction's p99. Chunks are
- * claimed under the lock with the frame's generation, so a worker that wakes after the frame is done
- * claims nothing and never touches a finished frame's context. */
+/* Worker pool for splitting a frame's rows (see workers.h). */
 #include "workers.h"
 
 #include <pthread.h>
@@ -13,43 +6,36 @@
 #include <unistd.h>
 
 #define MAX_PARTS 8
-#define CHUNKS_PER_THREAD 16
 
 struct CcWorkers
 {
-  int parts;                    /* threads, the caller included */
+  int parts;
   int started;
   pthread_t threads[MAX_PARTS];
   pthread_mutex_t lock;
   pthread_cond_t go, done;
-  unsigned long generation;     /* one per frame */
-  int chunks, next, finished;   /* this frame's chunks: in all, the next to hand out, done */
+  unsigned long generation;
+  int pending;
   int quit;
   CcJob job;
   void *ctx;
 };
 
-/* Take chunks of frame `gen` until none is left; called and returns with the lock held. */
-static void
-work (CcWorkers * w, unsigned long gen)
+typedef struct
 {
-  while (w->generation == gen && w->next < w->chunks) {
-    const int chunk = w->next++, chunks = w->chunks;
-    CcJob job = w->job;
-    void *ctx = w->ctx;
-    pthread_mutex_unlock (&w->lock);
-    job (ctx, chunk, chunks);
-    pthread_mutex_lock (&w->lock);
-    if (++w->finished == w->chunks)
-      pthread_cond_signal (&w->done);
-  }
-}
+  CcWorkers *w;
+  int part;
+} Slot;
+
 
 static void *
 worker_main (void *arg)
 {
-  CcWorkers *w = arg;
+  Slot *slot = arg;
+  CcWorkers *w = slot->w;
+  const int part = slot->part;
   unsigned long seen = 0;
+  free (slot);
   pthread_mutex_lock (&w->lock);
   for (;;) {
     while (!w->quit && w->generation == seen)
@@ -57,7 +43,13 @@ worker_main (void *arg)
     if (w->quit)
       break;
     seen = w->generation;
-    work (w, seen);
+    CcJob job = w->job;
+    void *ctx = w->ctx;
+    pthread_mutex_unlock (&w->lock);
+    job (ctx, part, w->parts);
+    pthread_mutex_lock (&w->lock);
+    if (--w->pending == 0)
+      pthread_cond_signal (&w->done);
   }
   pthread_mutex_unlock (&w->lock);
   return NULL;
@@ -86,8 +78,15 @@ static void
 start_threads (CcWorkers * w)
 {
   for (int k = 1; k < w->parts; k++) {
-    if (pthread_create (&w->threads[k], NULL, worker_main, w) != 0)
+    Slot *slot = malloc (sizeof *slot);
+    if (slot == NULL)
       break;
+    slot->w = w;
+    slot->part = k;
+    if (pthread_create (&w->threads[k], NULL, worker_main, slot) != 0) {
+      free (slot);
+      break;
+    }
     w->started = k;
   }
   if (w->started + 1 < w->parts)
@@ -110,13 +109,13 @@ cc_workers_run (CcWorkers * w, CcJob job, void *ctx)
   pthread_mutex_lock (&w->lock);
   w->job = job;
   w->ctx = ctx;
-  w->chunks = w->parts * CHUNKS_PER_THREAD;
-  w->next = 0;
-  w->finished = 0;
-  const unsigned long gen = ++w->generation;
+  w->pending = w->parts - 1;
+  w->generation++;
   pthread_cond_broadcast (&w->go);
-  work (w, gen);
-  while (w->finished < w->chunks)
+  pthread_mutex_unlock (&w->lock);
+  job (ctx, 0, w->parts);
+  pthread_mutex_lock (&w->lock);
+  while (w->pending > 0)
     pthread_cond_wait (&w->done, &w->lock);
   pthread_mutex_unlock (&w->lock);
 }

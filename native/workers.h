@@ -1,5 +1,5 @@
 /* A small fixed pool of worker threads that split one frame's rows between them (the calling streaming
- * thread works too). Threads are created by the first call, from the streaming thread, so they inherit
+ * thread takes part 0). Threads are created by the first call, from the streaming thread, so they inherit
  * its scheduling priority (niceness or SCHED_RR) like any thread it starts. */
 #pragma once
 
@@ -8,7 +8,6 @@ typedef struct CcWorkers CcWorkers;
 
 /* `parts` in all, including the caller; 0 picks one per online CPU (at most 4). */
 CcWorkers *cc_workers_new (int parts);
-/* Run job(ctx, k, n) for every chunk k of n (a few per thread, handed out as threads come free), in
- * parallel; returns when all are done. A job must split its rows proportionally to k / n. */
+/* Run job(ctx, k, parts) for every k, in parallel; returns when all are done. */
 void cc_workers_run (CcWorkers * w, CcJob job, void *ctx);
 void cc_workers_free (CcWorkers * w);
