@@ -57,6 +57,7 @@ from cuecast.media.demo import demo_calibration_path
 
 W, H = 1920, 1080
 RUNS = int(window(3, 1))
+LOAD_RUNS = int(window(5, 1))  # full load on detailed pictures: five runs in a row must give the same answer
 WINDOW_S = window(10, 2)
 LOAD_WINDOW_S = window(20, 3)
 KILL_WINDOW_S = window(10, 4)
@@ -285,6 +286,12 @@ def baseline_cpu(tmp: Path) -> dict[str, Any] | None:
         stop(proc)
 
 
+def nominal(outputs: dict[str, list[float]]) -> bool:
+    """Every client of a full load at its rate: RTSP and MJPEG 720p >= 29.5, MJPEG 480p >= 14.8."""
+    return (min(outputs["rtsp"]) >= 29.5 and min(outputs["medium"]) >= 29.5
+            and min(outputs["low"]) >= 14.8)
+
+
 def _fps(values: list[float]) -> str:
     return ", ".join(f"{x:.1f}" for x in values)
 
@@ -295,14 +302,15 @@ def main() -> None:
     off: list[dict[str, Any]] = []
     on: list[dict[str, Any]] = []
     with BenchCamera(W, H, 30) as camera, tempfile.TemporaryDirectory() as d:
-        for _ in range(RUNS):  # interleaved, so a noisy minute of the machine hits every row alike
+        for _ in range(LOAD_RUNS):  # interleaved, so a noisy minute of the machine hits every row alike
             plain.append(anchor(camera, Path(d)))
             off.append(cuecast_run(camera, Path(d), False)["idle"])
             on.append(cuecast_run(camera, Path(d), True))
         policy = camera.policy
     with tempfile.TemporaryDirectory() as d:
-        cap = capture_rows(Path(d))
+        caps = [capture_rows(Path(d)) for _ in range(LOAD_RUNS)]
         base = baseline_cpu(Path(d))
+    cap = caps[0]
 
     def glass(rows: list[dict[str, Any]], key: str | None = None) -> list[list[float]]:
         return [(r[key] if key else r)["glass"] for r in rows]
@@ -342,14 +350,18 @@ def main() -> None:
         ["  ... backend fps after the kill", ratio([k["fps_after"] for k in kills], "{:.1f}"), ">= 29"],
         ["  ... MJPEG serving again after (s)", ratio([k["serving_again_s"] for k in kills]), "<= 2"],
         ["service CPU %, full load, camera (all processes)", ratio([r["load_cpu"] for r in on], "{:.0f}"),
-         "of 200"],
+         "<= 150 of 200"],
         ["testsrc2 clip (file source): capture stamp (after decoding) -> numpy, idle",
-         p50_p99(cap["idle"]["capture"]), "leaves the decode out"],
-        ["testsrc2 clip: same at full load", p50_p99(cap["load"]["capture"]), ""],
-        ["testsrc2 clip at full load: RTSP fps (tcp, udp); MJPEG 720p x10 min; 480p x3 min",
-         f"{_fps(cap['outputs']['rtsp'])}; {min(cap['outputs']['medium']):.1f}; "
-         f"{min(cap['outputs']['low']):.1f}", ">= 29.5; 29.5; 14.8"],
-        ["service CPU %, full load, testsrc2 clip (all processes)", f"{cap['cpu']:.0f}", "of 200"],
+         runs_p50_p99([c["idle"]["capture"] for c in caps]), "leaves the decode out"],
+        ["testsrc2 clip: same at full load", runs_p50_p99([c["load"]["capture"] for c in caps]), ""],
+        ["testsrc2 clip at full load: RTSP fps (tcp, udp); MJPEG 720p x10 min; 480p x3 min, per run",
+         " | ".join(f"{_fps(c['outputs']['rtsp'])}; {min(c['outputs']['medium']):.1f}; "
+                    f"{min(c['outputs']['low']):.1f}" for c in caps), ">= 29.5; 29.5; 14.8"],
+        ["full load, runs with every output at its rate: camera; testsrc2 clip",
+         f"{sum(nominal(o) for o in outs)} of {len(outs)}; {sum(nominal(c['outputs']) for c in caps)} of {len(caps)}",
+         "all"],
+        ["service CPU %, full load, testsrc2 clip (all processes)", ratio([c["cpu"] for c in caps], "{:.0f}"),
+         "<= 150 of 200"],
     ]
     if base is not None:
         bo = base["outputs"]
@@ -361,8 +373,8 @@ def main() -> None:
              f"{min(bo['medium']):.1f}; {min(bo['low']):.1f}", ""],
         ]
     body = (
-        f"1920x1080@30 MJPEG, correction on (demo lens), {RUNS} runs interleaved; latencies in ms, p50 / p99 as the "
-        "median over runs with the p99's range in brackets; ratios per run, median (range). The camera: "
+        f"1920x1080@30 MJPEG, correction on (demo lens), {LOAD_RUNS} runs interleaved; latencies in ms, p50 / p99 as "
+        "the median over runs with the p99's range in brackets; ratios per run, median (range). The camera: "
         f"bench/camera.py, its own process at {policy}, frames encoded ahead (q{80}, high-detail scene), served "
         "over HTTP MJPEG on loopback; glass -> numpy = the reader's clock when it holds the frame as numpy minus "
         "when the camera sent that frame. Reader: a plain shmsrc process (bench/shm_reader.py). Full load: 2 RTSP "

@@ -93,8 +93,8 @@ def test_remap_is_bit_exact_with_cv2_remap(w: int, h: int) -> None:
 
 @pytest.mark.parametrize("threads", [1, 3, 8])
 def test_any_split_of_the_frame_gives_the_same_bytes(threads: int) -> None:
-    """Rows are handed out in chunks as threads come free (native/workers.c): however many threads share a
-    frame (here up to 128 chunks for 181 chroma rows), every row is done once, as cv2 does it."""
+    """However many threads share a frame's rows (native/workers.c; 181 chroma rows do not split evenly), every
+    row is done once, as cv2 does it."""
     w, h = 648, 362
     frame = detailed_i420(w, h, seed=5)
     maps = build_maps(demo_model(), w, h, chroma=True)

@@ -273,7 +273,8 @@ class DegradeConfig(_Model):
         default_factory=lambda: list(DEFAULT_PRIORITY),
         description="highest first; the first is never lowered; h264 covers every H.264 output")
     min_fps: int = Field(5, ge=1, le=60, description="no output is lowered below this")
-    recover_after: float = Field(10.0, ge=2, le=600, description="seconds without lag before a rate goes back up")
+    recover_after: float = Field(10.0, ge=2, le=600, description="where CPU is not measured: seconds without lag "
+                                 "before a rate goes back up")
     thread_priorities: bool = Field(True, description="run lower-priority outputs' threads at a higher niceness "
                                     "(+5 per step), so contention hits them first")
 
