@@ -189,16 +189,22 @@ def make_mjpeg_clip(path: Path, seconds: int = 10, size: str = "1920x1080", fps:
 
 
 def service_env(ports: list[int]) -> dict[str, str]:
-    """Servers on the given loopback ports: api, medium, low[, rtsp]; RTSP off without a fourth port."""
+    """Servers on the given loopback ports: api, medium, low[, rtsp]; RTSP off without a fourth port; the capture
+    process at SCHED_RR, as the installed service (NICE_ONLY turns that off)."""
     api, medium, low = ports[:3]
     env = {"CUECAST_HTTP__BIND": "127.0.0.1", "CUECAST_HTTP__PORT": str(api),
            "CUECAST_MJPEG__MEDIUM__PORT": str(medium), "CUECAST_MJPEG__LOW__PORT": str(low),
-           "CUECAST_RTSP__BIND": "127.0.0.1"}
+           "CUECAST_RTSP__BIND": "127.0.0.1",
+           # as the installed service runs: `cuecast install-service` turns priority.realtime on (SCHED_RR)
+           "CUECAST_PRIORITY__REALTIME": "true"}
     if len(ports) > 3:
         env["CUECAST_RTSP__PORT"] = str(ports[3])
     else:
         env["CUECAST_RTSP__ENABLED"] = "false"
     return env
+
+
+NICE_ONLY = {"CUECAST_PRIORITY__REALTIME": "false"}  # the capture process at nice -5 only, as `make run` runs it
 
 
 def curl_clients(url: str, n: int) -> list[subprocess.Popen[bytes]]:

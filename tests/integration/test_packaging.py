@@ -47,6 +47,7 @@ def test_wheel_carries_the_example_and_install_service_shows_it(tmp_path: Path) 
     assert r.returncode == 0, r.stderr
     assert "would write /etc/cuecast/cuecast.yaml" in r.stdout
     assert "socket: /run/cuecast/camera-backend" in r.stdout and "priority:" in r.stdout  # the whole example
+    assert "realtime: true" in r.stdout  # the installed service's capture process at SCHED_RR
     assert f"ExecStart={cli} serve" in r.stdout and "AmbientCapabilities=CAP_SYS_NICE" in r.stdout
 
 

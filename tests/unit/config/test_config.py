@@ -29,6 +29,20 @@ def test_example_config_is_valid_and_equals_defaults() -> None:
     assert cfg.model_dump() == type(cfg)().model_dump()
 
 
+def test_the_installed_service_config_is_the_example_with_realtime_capture(tmp_path: Path) -> None:
+    """`cuecast install-service` writes the example with the socket under /run and the capture process at
+    SCHED_RR (the unit grants CAP_SYS_NICE); nothing else differs from the defaults."""
+    from cuecast.supervisor.systemd import example_config
+
+    f = tmp_path / "cuecast.yaml"
+    f.write_text(example_config())
+    cfg = load_config(f, env={}).config
+    assert cfg.priority.realtime is True and str(cfg.shm.socket) == "/run/cuecast/camera-backend"
+    want = type(cfg)().model_dump()
+    want["priority"]["realtime"], want["shm"]["socket"] = True, cfg.shm.socket
+    assert cfg.model_dump() == want
+
+
 def test_search_order(tmp_path: Path) -> None:
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     assert find_config_file(a, {"CUECAST_CONFIG": str(b)}) == a
