@@ -57,8 +57,13 @@ def start_service(*args: str, log: Path | None = None, env_extra: dict[str, str]
                               "CUECAST_MJPEG__LOW__ENABLED": "false", "CUECAST_MJPEG__HIGH__ENABLED": "false",
                               "CUECAST_RTSP__ENABLED": "false"})
     out = open(log, "wb") if log else subprocess.DEVNULL
+    global _last_log
+    _last_log = log
     return subprocess.Popen([sys.executable, "-m", "cuecast", "serve", *args], stdout=out, stderr=subprocess.STDOUT,
                             env=env)
+
+
+_last_log: Path | None = None  # the newest service's log: quoted when what it should make does not appear
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -75,7 +80,9 @@ def wait_for(path: Path, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear")
+            tail = _last_log.read_text(errors="replace")[-2000:] if _last_log and _last_log.exists() else ""
+            raise TimeoutError(f"{path} did not appear" + (f"; the last service's log ({_last_log}) ends:\n{tail}"
+                                                          if tail else ""))
         time.sleep(0.02)
 
 
