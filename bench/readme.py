@@ -23,6 +23,7 @@ END = "<!-- bench:end -->"
 FIGURES: list[tuple[str, list[str]]] = [
     ("backend", [
         "correction on, idle: p99 - anchor p99 (ms)",
+        "  ... the capture process at nice -5 alone*",
         "correction on - correction off, idle: p50 (ms)",
         "full load / idle, correction on: p99",
         "glass -> backend numpy, plain gst-launch (no correction), idle",
@@ -44,6 +45,7 @@ FIGURES: list[tuple[str, list[str]]] = [
     ]),
     ("v4l2", [
         "correction on, idle: p99 - anchor p99 (ms)",
+        "  ... the capture process at nice -5 alone*",
         "full load / idle, correction on: p99",
         "glass -> backend numpy, plain gst-launch v4l2src (no correction), idle",
         "glass -> backend numpy, cuecast correction off, idle",
