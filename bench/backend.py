@@ -275,8 +275,8 @@ def baseline_cpu(tmp: Path) -> dict[str, Any] | None:
         return None
     ports = free_ports(4)
     sock = tmp / "baseline"
-    # the one-process design knew no priority.realtime (nor the capture process it is for)
-    env = {**{k: v for k, v in service_env(ports).items() if k not in NICE_ONLY}, **extra}
+    env = {**service_env(ports), **extra}
+    env.pop("CUECAST_PRIORITY__REALTIME")  # the one-process design knew no priority.realtime (nor its process)
     proc = start_service("--source", str(CLIP), "--calibration", str(demo_calibration_path()), "--shm-socket",
                          str(sock), env_extra=env, log=tmp / "baseline.log")
     try:

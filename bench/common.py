@@ -50,6 +50,9 @@ def gap_around(arrivals_ms: Sequence[float], t_event: float, t_end: float) -> fl
     return max([b - a for a, b in zip(times, times[1:], strict=False)] + [t1 - times[-1]])
 
 
+_last_log: Path | None = None  # the newest service's log: quoted when what it should make does not appear
+
+
 def start_service(*args: str, log: Path | None = None, env_extra: dict[str, str] | None = None
                   ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUECAST_")}
@@ -61,9 +64,6 @@ def start_service(*args: str, log: Path | None = None, env_extra: dict[str, str]
     _last_log = log
     return subprocess.Popen([sys.executable, "-m", "cuecast", "serve", *args], stdout=out, stderr=subprocess.STDOUT,
                             env=env)
-
-
-_last_log: Path | None = None  # the newest service's log: quoted when what it should make does not appear
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
