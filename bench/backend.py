@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import statistics
@@ -40,6 +39,7 @@ from bench.camera import BenchCamera
 from bench.common import (
     NICE_ONLY,
     QUICK,
+    RtspPlayer,
     cpu_percent,
     free_ports,
     gap_around,
@@ -118,9 +118,7 @@ class Load:
                  rtsp: tuple[str, ...] = ("tcp", "udp")) -> None:
         url = f"rtsp://127.0.0.1:{ports[3]}/high"
         self.seconds = seconds
-        self.rtsp = [subprocess.Popen(["ffmpeg", "-nostdin", "-rtsp_transport", t, "-i", url, "-t", str(seconds),
-                                       "-f", "null", "-"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True) for t in rtsp]
+        self.rtsp = [RtspPlayer(url, t, seconds) for t in rtsp]
         watch = [f"{port}:{n}" for port, n in ((ports[1], medium), (ports[2], low)) if n]
         self.readers = subprocess.Popen([sys.executable, str(Path(__file__).with_name("readers.py")),
                                          str(seconds - 4), *watch], stdout=subprocess.PIPE, text=True)
@@ -128,15 +126,7 @@ class Load:
 
     def result(self) -> dict[str, list[float]]:
         out = json.loads(self.readers.communicate(timeout=180)[0] or "[]")
-        rtsp = []
-        for p in self.rtsp:
-            try:
-                err = p.communicate(timeout=60)[1]
-            except subprocess.TimeoutExpired:  # a player that stalled: what it decoded counts, over the window
-                p.kill()
-                err = p.communicate()[1]
-            frames = [int(x) for x in re.findall(r"frame=\s*(\d+)", err)]
-            rtsp.append(frames[-1] / self.seconds if frames else 0.0)
+        rtsp = [p.fps() for p in self.rtsp]
         return {"medium": [c["fps"] for c in out if c["port"] == self.ports[1]] or [0.0],
                 "low": [c["fps"] for c in out if c["port"] == self.ports[2]] or [0.0], "rtsp": rtsp}
 

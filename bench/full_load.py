@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from bench.common import (
+    RtspPlayer,
     cpu_percent,
     free_ports,
     make_mjpeg_clip,
@@ -170,9 +171,7 @@ def s2(tmp: Path) -> dict[str, Any]:
         time.sleep(3)
         res["shm_only_cpu"], _ = cpu_percent(proc.pid, IDLE_SECONDS)
         url = f"rtsp://127.0.0.1:{ports[3]}/high"
-        rtsp = [subprocess.Popen(["ffmpeg", "-nostdin", "-rtsp_transport", t, "-i", url, "-t", str(S2_SECONDS + 5),
-                                  "-f", "null", "-"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                for t in ("tcp", "udp")]
+        rtsp = [RtspPlayer(url, t, S2_SECONDS + 5) for t in ("tcp", "udp")]
         readers = subprocess.Popen([sys.executable, str(Path(__file__).with_name("readers.py")), str(S2_SECONDS),
                                     f"{ports[1]}:10", f"{ports[2]}:3"], stdout=subprocess.PIPE, text=True)
         time.sleep(2.5)  # readers' own warm-up
@@ -193,11 +192,7 @@ def s2(tmp: Path) -> dict[str, Any]:
         res["threads"] = {k: (v - threads_before.get(k, 0.0)) / wall * 100 for k, v in threads_after.items()}
         after = httpx.get(f"{api}/api/status", timeout=5).json()
         per_client = json.loads(readers.communicate(timeout=60)[0])
-        rtsp_fps = []
-        for p in rtsp:
-            err = p.communicate(timeout=120)[1]
-            frames = [int(x) for x in re.findall(r"frame=\s*(\d+)", err)]
-            rtsp_fps.append(frames[-1] / (S2_SECONDS + 5) if frames else 0.0)
+        rtsp_fps = [p.fps(120) for p in rtsp]
         shm.terminate()
         shm_lines = shm.communicate(timeout=10)[0].splitlines()
         shm_fps = [float(m.group(1)) for line in shm_lines[-S2_SECONDS:] if (m := re.search(r"fps ([\d.]+)", line))]
