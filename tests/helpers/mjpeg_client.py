@@ -57,7 +57,8 @@ class MjpegReader(threading.Thread):
 
 
 def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, return whatever the server answers until it closes or goes quiet."""
+    """Send raw bytes, return whatever the server answers until it closes, goes quiet, or has sent a whole
+    response (its Content-Length reached: a kept-alive connection is not waited out)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
         out = b""
@@ -67,8 +68,18 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
                 if not chunk:
                     break
                 out += chunk
-                if b"\r\n\r\n" in out and len(out) > 4096:
+                if b"\r\n\r\n" in out and (len(out) > 4096 or _complete(out)):
                     break
         except TimeoutError:
             pass
         return out
+
+
+def _complete(response: bytes) -> bool:
+    """True once a response with a Content-Length header has its whole body."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return len(body) >= int(value.strip())
+    return False
