@@ -47,7 +47,8 @@ DEFAULT_API = "http://127.0.0.1:8000"  # the service's HTTP API (http.port), for
 BUS_POLL_NS = 50 * Gst.MSECOND
 STALE_RETRY_S = 2.0  # retry a socket file that failed, unless it is replaced sooner
 # frames(): frames kept for a reader that is momentarily behind. Each holds one of the producer's shared-memory
-# blocks (shm.buffers, 6 by default), and the producer drops a frame for everyone when readers hold them all.
+# blocks (shm.buffers: 0.2 s of frames by default, 6 at 30 fps), and the producer drops a frame for everyone
+# when readers hold them all.
 ORDERED_QUEUE = 3
 
 

@@ -54,6 +54,8 @@ def test_every_frame_in_order_at_60_fps_with_the_correction_on(tmp_path: Path) -
             reader = MjpegReader(ports["medium"])
             status = httpx.get(f"{api}/api/status", timeout=5).json()
             assert status["fisheye"]["active"] and status["source"]["fps"] == 60, status["source"]
+            # room for 0.2 s of frames at the source rate (shm.buffers left out): 12 blocks at 60 fps, not 6
+            assert status["outputs"]["shm"]["buffers"] == 12, status["outputs"]["shm"]
             reader.start()
             with GStreamerFrameConsumer(sock) as c:
                 seqs, numbers, missed = read_in_order(c, SECONDS)

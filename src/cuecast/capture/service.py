@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cuecast import __version__
-from cuecast.capture.shm import PRIVATE_MODE, ShmError, ShmOutput
+from cuecast.capture.shm import PRIVATE_MODE, ShmError, ShmOutput, default_buffers
 from cuecast.config import Config, ControlsConfig, reload_plan
 from cuecast.core import native
 from cuecast.core.errors import StartupError
@@ -224,7 +224,8 @@ class CaptureService:
         if cfg.shm.enabled:
             view_size = views[cfg.shm.view].size or (w, h)
             sw, sh = (cfg.shm.width, cfg.shm.height) if cfg.shm.width and cfg.shm.height else view_size
-            self.shm = ShmOutput(cfg.shm.socket, sw, sh, fps, cfg.shm.buffers, cfg.shm.group, source_size=view_size,
+            buffers = cfg.shm.buffers or default_buffers(fps)
+            self.shm = ShmOutput(cfg.shm.socket, sw, sh, fps, buffers, cfg.shm.group, source_size=view_size,
                                  view=cfg.shm.view, geometry=self._geometry(cfg.shm.view), kernel=cfg.fisheye.kernel)
             branches.append(self.shm)
         self.ring = ShmOutput(self.runtime.ring, w, h, fps, RING_BUFFERS, name="ring", fmt="I420", queued=True,

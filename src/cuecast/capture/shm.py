@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import grp
 import logging
+import math
 import os
 import re
 import socket
@@ -31,6 +32,8 @@ SHM_DIR = Path("/dev/shm")
 SEGMENT_RE = re.compile(r"^shmpipe\.\s*(\d+)\.\s*\d+$")
 SOCKET_MODE = 0o660
 PRIVATE_MODE = 0o600
+ROOM_S = 0.2  # the shared area's default room: this long at the source rate
+MIN_BUFFERS = 6
 
 
 class ShmError(Exception):
@@ -116,6 +119,12 @@ def prepare_socket_path(path: Path) -> None:
         path.unlink()
     for seg in clean_leaked_segments():
         log.info("removed leaked shared-memory segment %s", seg)
+
+
+def default_buffers(fps: int) -> int:
+    """Blocks in the shared area when the config leaves it out: room for ROOM_S of frames at the source rate, so a
+    backend behind for a moment (a GC pause, a busy core) loses no frame at 60 or 120 fps either."""
+    return max(MIN_BUFFERS, math.ceil(ROOM_S * fps))
 
 
 class ShmOutput:
@@ -271,7 +280,7 @@ class ShmOutput:
         return {
             "socket": str(self.socket_path), "format": self.fmt, "width": self.width, "height": self.height,
             "clients": self.clients, "fps": round(self.fps_measured, 1), "frames_sent": self.frames_sent,
-            "frames_dropped": self.frames_dropped,
+            "frames_dropped": self.frames_dropped, "buffers": self.buffers,
             "bytes_sent": self.frames_sent * buffer_size(self.width, self.height, self.fmt),
             "view": self.geometry.view,
         }

@@ -73,7 +73,9 @@ class ShmConfig(_Model):
     width: int | None = Field(None, ge=64, le=7680, description="default: the source width")
     height: int | None = Field(None, ge=48, le=4320, description="default: the source height")
     group: str | None = Field(None, description="group owning the socket and segments (mode 0660)")
-    buffers: int = Field(6, ge=2, le=32, description="frames of room in the shared-memory area")
+    buffers: int | None = Field(None, ge=2, le=32, description="frames of room in the shared-memory area for a "
+                                "backend that is behind for a moment; default: 0.2 s of frames at the source "
+                                "rate, at least 6 (6 at 30 fps, 12 at 60, 24 at 120)")
 
 
 class FisheyeConfig(_Model):

@@ -450,7 +450,8 @@ class Service:
     def outputs(self, cap: CaptureStatus | None) -> dict[str, dict[str, Any]]:
         """Every output's own entry (the same fields first, then its own): collected, not built here."""
         shm = cap.shm if cap else {"enabled": self.cfg.shm.enabled}
-        shown = (*COMMON, "socket", "width", "height", "view")  # the capture process's shm stats, less its format
+        # the capture process's shm stats but its format
+        shown = (*COMMON, "socket", "width", "height", "view", "buffers")
         out = {"shm": entry_from(bool(shm.get("enabled")), {k: v for k, v in shm.items() if k in shown})}
         for q in QUALITIES:
             out[f"mjpeg_{q}"] = mjpeg_entry(getattr(self.cfg.mjpeg, q), self.hubs.get(q))
