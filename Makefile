@@ -17,7 +17,7 @@ run: setup
 test: setup-test native-test
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m mypy
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest --durations=15 $(ARGS)
 
 # The fast tests (under a minute): lint, types, the import layers, the unit tests and the native kernels.
 check: setup-test native-test
