@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,8 +16,9 @@ import pytest
 from cuecast.capture.shm import SHM_DIR
 from cuecast.consumer import GStreamerFrameConsumer
 from tests.helpers.media import make_video
+from tests.helpers.mjpeg_client import MjpegReader
 from tests.helpers.mjpeg_server import MjpegCamera
-from tests.helpers.service import ServiceProcess
+from tests.helpers.service import ServiceProcess, http_env
 
 Factory = Callable[..., ServiceProcess]
 
@@ -137,16 +139,31 @@ def test_consumer_resumes_within_1s_after_producer_killed_and_restarted(
 
 
 def test_sigterm_exits_0_within_2s_and_leaves_nothing(service_factory: Factory, sock: Path) -> None:
-    """Clean shutdown: exit status 0 within 2 s, no socket, no shm segment, even with a consumer attached."""
-    svc = service_factory("--source", "test:ball", "--shm-socket", str(sock))
+    """Clean shutdown: exit status 0 within 2 s, no socket, no shm segment, even with a consumer attached, and
+    nothing in the log that looks like a fault (the two halves stop together: neither retries the other)."""
+    env, ports = http_env()
+    svc = service_factory("--source", "test:ball", "--shm-socket", str(sock), env=env)
     svc.wait_for_path(sock)
     pids = [svc.pid, svc.child("capture").pid, svc.child("streaming").pid]
-    with GStreamerFrameConsumer(sock) as c:
-        assert c.get_frame(timeout=10) is not None
-        assert any(segments_of(p) for p in pids)
-        rc, took = svc.terminate()
+    viewer = MjpegReader(ports["medium"])  # a browser watching: the ring and the control link are busy
+    viewer.start()
+    try:
+        with GStreamerFrameConsumer(sock) as c:
+            assert c.get_frame(timeout=10) is not None
+            assert any(segments_of(p) for p in pids)
+            deadline = time.monotonic() + 10
+            while not viewer.times and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert viewer.times, "the viewer got no frame"
+            time.sleep(1.5)  # a status round of the control link
+            rc, took = svc.terminate()
+    finally:
+        viewer.close()
     assert rc == 0, svc.log()
     assert took <= 2.0, took
+    after = svc.log().split("received SIGTERM", 1)[-1]
+    faults = [line for line in after.splitlines() if re.search(r"retrying|unreachable|CRITICAL|did not stop", line)]
+    assert not faults, "\n".join(faults)
     assert not sock.exists()
     assert not any(segments_of(p) for p in pids)
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)

@@ -202,6 +202,7 @@ class SourceRunner:
         self._format_error: str | None = None
         self._jpeg: bool | None = None  # the camera sends JPEG (checked per frame), once its caps are known
         self._timing = DriverTiming(self.status)
+        self.closing = False  # the process is stopping: a failure now is expected (no retry, no warning)
 
     # -- public, any thread ------------------------------------------------------------------------
 
@@ -349,7 +350,7 @@ class SourceRunner:
             self.first_error = reason
             self.first_result.set()
         self._teardown()
-        if not self._running:
+        if not self._running or self.closing:
             return
         if self.status.last_frame_mono and time.monotonic() - self._started_mono > HEALTHY_AFTER_S:
             self._delay = self.cfg.reconnect.initial_delay

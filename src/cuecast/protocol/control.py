@@ -118,6 +118,7 @@ class CaptureLink:
         self.status: CaptureStatus | None = None  # the newest capture status, None while unreachable
         self.status_mono = 0.0
         self.instances_seen = 0
+        self.closing = False  # this process is stopping: the capture process going away is expected
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="capture-link", daemon=True)
@@ -203,7 +204,7 @@ class CaptureLink:
                     self._sent_demand = want
                 self.status, self.status_mono = status, time.monotonic()
             except ControlError as e:
-                if self.status is not None:
+                if self.status is not None and not self.closing:
                     log.warning("capture process unreachable: %s", e)
                 self.status = None
             self._wake.wait(STATUS_INTERVAL_S)

@@ -306,6 +306,13 @@ class Service:
         self.link.set_demand(want)
         return True
 
+    def closing(self) -> None:
+        """First thing at shutdown (any thread): the capture process stops at the same time, so its ring and
+        its control link going away is expected, not a fault to retry and log."""
+        self.link.closing = True
+        if self.runner is not None:
+            self.runner.closing = True
+
     def stop(self) -> None:
         if not self._started:
             return

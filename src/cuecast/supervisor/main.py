@@ -342,9 +342,10 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         """Both workers at once (a restart is back sooner: the backend's gap is the stop plus the start), each
-        killed when it overstays its grace."""
+        killed when it overstays its grace. The streaming process is told first: it stops reading the capture
+        process before that one's ring goes, so neither logs the other's stop as a fault."""
         start = time.monotonic()
-        for w in self.workers:
+        for w in sorted(self.workers, key=lambda w: w.role != "streaming"):
             w.signal(signal.SIGTERM)
         for w in self.workers:
             if w.proc is not None:
