@@ -33,7 +33,7 @@ SEGMENT_RE = re.compile(r"^shmpipe\.\s*(\d+)\.\s*\d+$")
 SOCKET_MODE = 0o660
 PRIVATE_MODE = 0o600
 ROOM_S = 0.2  # the shared area's default room: this long at the source rate
-MIN_BUFFERS = 6
+MIN_BUFFERS, MAX_BUFFERS = 6, 32  # MAX_BUFFERS: also the most shm.buffers accepts
 
 
 class ShmError(Exception):
@@ -124,7 +124,7 @@ def prepare_socket_path(path: Path) -> None:
 def default_buffers(fps: int) -> int:
     """Blocks in the shared area when the config leaves it out: room for ROOM_S of frames at the source rate, so a
     backend behind for a moment (a GC pause, a busy core) loses no frame at 60 or 120 fps either."""
-    return max(MIN_BUFFERS, math.ceil(ROOM_S * fps))
+    return min(MAX_BUFFERS, max(MIN_BUFFERS, math.ceil(ROOM_S * fps)))
 
 
 class ShmOutput:
